@@ -1,0 +1,45 @@
+# Two commands are the whole set-up: `make demo` and `make test` create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cxrlab-installed
+# The torch build of the course machines; override on other platforms, e.g.
+#   make test TORCH="torch torchvision"
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+export MPLBACKEND ?= Agg
+
+.PHONY: install demo test test-unit test-notebooks bench clean help
+
+help:
+	@echo "make demo   - create .venv if needed, write the synthetic hospitals and a gallery to demo_out/"
+	@echo "make test   - create .venv if needed, run unit tests and every notebook (nbval, ci profile)"
+	@echo "make bench  - speed figures as JSON (bench/results.json)"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	CXRLAB_PROFILE=$${CXRLAB_PROFILE:-ci} $(PY) -m cxrlab.demo --out demo_out
+
+# CI-safe: ci profile, no progress bars, no widget noise, kernel of the current env
+test: test-unit test-notebooks
+
+test-unit: $(STAMP)
+	CXRLAB_PROFILE=ci CXRLAB_PROGRESS=0 $(PY) -m pytest tests -q -p no:cacheprovider
+
+test-notebooks: $(STAMP)
+	CXRLAB_PROFILE=ci CXRLAB_PROGRESS=0 CXRLAB_HOME=$(CURDIR)/.cxrlab $(PY) -m pytest -q -p no:cacheprovider \
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks/
+
+bench: $(STAMP)
+	$(PY) -m cxrlab bench --out bench/results.json
+
+clean:
+	rm -rf demo_out .cxrlab .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from cxrlab.cli import main
+
+sys.exit(main())

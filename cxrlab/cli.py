@@ -1,0 +1,134 @@
+"""The `cxrlab` command line (a stable contract; notebooks and `make demo` call the same code)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _cmd_info(args) -> int:
+    from cxrlab.info import info_dict
+
+    d = info_dict(args.profile)
+    if args.json:
+        print(json.dumps(d, indent=2))
+    else:
+        width = max(len(k) for k in d)
+        for k, v in d.items():
+            print(f"{k:<{width}}  {v}")
+    return 0
+
+
+def _cmd_synth(args) -> int:
+    from cxrlab.data.synthetic import write_synthetic_cache
+    from cxrlab.config import get_profile
+
+    prof = get_profile(args.profile)
+    hospitals = args.hospitals.split(",") if args.hospitals else None
+    cache = write_synthetic_cache(
+        args.out, hospitals=hospitals,
+        n_per_hospital=args.n if args.n is not None else prof.n_per_hospital,
+        image_size=args.size if args.size is not None else prof.image_size,
+        seed=args.seed, shortcut=args.shortcut, overwrite=args.overwrite,
+    )
+    print(cache)
+    return 0
+
+
+def _cmd_prepare(args) -> int:
+    from cxrlab.data.prepare import prepare
+
+    prepare(args.dataset, root=args.root, out=args.out, image_size=args.size,
+            workers=args.workers, limit=args.limit)
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from cxrlab.bench import main as bench_main
+
+    bench_main(args.only.split(",") if args.only else None, quick=args.quick, out=args.out)
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from cxrlab.study import run_study
+
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    run_study(args.config, out=args.out, profile=args.profile, seeds=seeds)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from cxrlab.study import report
+
+    report(args.results_dir)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cxrlab", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("info", help="versions, device, profile, data and checkpoint folders")
+    s.add_argument("--profile", default=None)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_cmd_info)
+
+    data = sub.add_parser("data", help="write a data cache").add_subparsers(dest="data_cmd",
+                                                                             required=True)
+    s = data.add_parser("synth", help="write the synthetic hospitals as a cache")
+    s.add_argument("--out", required=True)
+    s.add_argument("--n", type=int, default=None, help="images per hospital (default: profile)")
+    s.add_argument("--size", type=int, default=None, help="image size in px (default: profile)")
+    s.add_argument("--hospitals", default=None, help="comma-separated hospital names")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--shortcut", action="store_true",
+                   help="burn in a marker correlated with a label at the source only")
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--profile", default=None)
+    s.set_defaults(func=_cmd_synth)
+
+    s = data.add_parser("prepare", help="turn a real data set into a cache")
+    s.add_argument("dataset", choices=["nih", "chexpert", "mimic", "siim"])
+    s.add_argument("--root", required=True, help="folder holding the data set as downloaded")
+    s.add_argument("--out", required=True)
+    s.add_argument("--size", type=int, default=224)
+    s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    s.add_argument("--limit", type=int, default=None, help="only the first N images (for a try)")
+    s.set_defaults(func=_cmd_prepare)
+
+    s = sub.add_parser("run", help="run one study from a config file (resumable)")
+    s.add_argument("config")
+    s.add_argument("--out", required=True)
+    s.add_argument("--profile", default=None)
+    s.add_argument("--seeds", default=None)
+    s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("report", help="tables and plots across studies")
+    s.add_argument("results_dir")
+    s.set_defaults(func=_cmd_report)
+
+    s = sub.add_parser("bench", help="speed figures as JSON (ratios against same-run baselines)")
+    s.add_argument("--only", default=None, help="comma-separated groups")
+    s.add_argument("--quick", action="store_true", help="small workloads (seconds)")
+    s.add_argument("--out", default=None, help="also write the JSON here")
+    s.set_defaults(func=_cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (KeyError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            RuntimeError) as e:
+        if os.environ.get("CXRLAB_DEBUG"):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"cxrlab: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
