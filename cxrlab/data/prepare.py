@@ -1,0 +1,346 @@
+"""`cxrlab data prepare`: a real data set, as downloaded -> the course's one cache format.
+
+::
+
+    cxrlab data prepare nih --root /data/ChestX-ray14 --out ~/.cxrlab/data/nih --size 224
+
+What happens:
+
+1. The data set's reader (:mod:`cxrlab.data.readers`) builds the manifest from the official
+   tables: labels harmonised, official or patient-wise splits, patient leakage refused
+   (:func:`cxrlab.data.cache.check_patient_splits`) *before* any image is decoded.
+2. Worker processes (all cores by default) decode each original file and letterbox it to
+   ``S x S`` uint8 (:mod:`cxrlab.data.resize`); masks (SIIM) go through the same geometry.
+   The parent writes the results into a staging cache in ``OUT/.prepare/``. A progress bar
+   shows images per second.
+3. **Resume.** Every finished row is recorded on disk as it is written. Re-running the same
+   command after a crash or Ctrl-C decodes only the rows not done yet (and a re-run after
+   success returns the finished cache at once). A different data set, size or option in the
+   same ``OUT`` is refused rather than mixed in (``overwrite=True`` starts over).
+4. **Failures are listed, never silently dropped.** A missing file or one that cannot be
+   decoded is skipped, counted, and listed in ``OUT/skipped.csv`` (image_id, path, split,
+   reason = missing | corrupt, error). The cache holds only the good rows (so every manifest
+   row has an image), ``meta.json`` records ``n_skipped``, ``OUT/prepare_log.json`` the counts,
+   options and timing, and the last line printed says ``N written, K skipped (see skipped.csv)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrlab.data.cache import Cache, CacheWriter, check_patient_splits
+from cxrlab.data.readers import get_reader
+from cxrlab.data.readers._base import unit_hash
+from cxrlab.data.readers._image import ImageLoadError
+from cxrlab.data.resize import letterbox, letterbox_mask
+from cxrlab.io import atomic_to_csv, atomic_write_json
+from cxrlab.labels import lesion_bit
+from cxrlab.progress import progress
+
+STAGING = ".prepare"
+PENDING, OK, MISSING, CORRUPT = 0, 1, 2, 3
+REASONS = {MISSING: "missing", CORRUPT: "corrupt"}
+RESIZE_NOTE = ("letterbox: longer side scaled to image_size (PIL LANCZOS, reducing_gap=2), "
+               "shorter side zero-padded centred; >8-bit images windowed 0.5-99.5 percentile; "
+               "masks nearest-neighbour")
+
+
+# ----------------------------------------------------------------------------- worker side
+def _process_chunk(task):
+    """Decode + letterbox one chunk of rows (runs in a worker process)."""
+    dataset, root, size, items = task
+    reader = get_reader(dataset)
+    with_masks = getattr(reader, "HAS_LESION_MASKS", False)
+    n = len(items)
+    images = np.zeros((n, size, size), dtype=np.uint8)
+    masks = np.zeros((n, size, size), dtype=np.uint16) if with_masks else None
+    status = np.full(n, OK, dtype=np.int8)
+    shapes = np.zeros((n, 2), dtype=np.int32)
+    errors: list[tuple[int, str]] = []
+    bit = np.uint16(1 << lesion_bit(reader.MASK_LABEL)) if with_masks else None
+    for j, (_, row) in enumerate(items):
+        try:
+            raw = reader.load_image(root, row, size_hint=2 * size)
+            shapes[j] = raw.shape[:2]
+            images[j] = letterbox(raw, size)
+            if with_masks:
+                m = reader.load_masks(root, row, raw.shape[:2])
+                masks[j] = letterbox_mask(m, size).astype(np.uint16) * bit
+        except FileNotFoundError as e:
+            status[j] = MISSING
+            errors.append((j, str(e)))
+        except Exception as e:  # noqa: BLE001 - any undecodable file is listed, not fatal
+            status[j] = CORRUPT
+            msg = str(e) if isinstance(e, ImageLoadError) else f"{type(e).__name__}: {e}"
+            errors.append((j, msg))
+    return [i for i, _ in items], images, masks, status, shapes, errors
+
+
+# ----------------------------------------------------------------------------- parent side
+def _jsonable(options: dict) -> dict:
+    return json.loads(json.dumps(options, default=lambda o: list(o) if isinstance(o, (tuple, set))
+                                 else str(o), sort_keys=True))
+
+
+def _fingerprint(dataset: str, size: int, options: dict, limit, manifest: pd.DataFrame) -> str:
+    h = hashlib.sha256(json.dumps([dataset, size, options, limit], sort_keys=True).encode())
+    for col in ("image_id", "path", "split"):
+        h.update("\n".join(manifest[col].astype(str)).encode())
+    return h.hexdigest()[:16]
+
+
+def _limit_rows(manifest: pd.DataFrame, limit: int | None, seed: int = 0) -> pd.DataFrame:
+    """The first ``limit`` images in a seeded patient order: whole patients, every split."""
+    if limit is None or limit >= len(manifest):
+        return manifest
+    if limit < 1:
+        raise ValueError(f"limit must be a positive number of images, got {limit}")
+    order = pd.DataFrame({"u": unit_hash(manifest["patient_id"], seed),
+                          "i": np.arange(len(manifest))}).sort_values(["u", "i"])
+    keep = np.sort(order["i"].to_numpy()[:limit])
+    return manifest.iloc[keep].reset_index(drop=True)
+
+
+def _clear_cache_files(out: Path) -> None:
+    for name in ("meta.json", "manifest.csv", "images.npy", "lung_masks.npy", "lesion_masks.npy",
+                 "progress.npy", "skipped.csv", "prepare_log.json"):
+        (out / name).unlink(missing_ok=True)
+    if (out / STAGING).is_dir():
+        shutil.rmtree(out / STAGING)
+
+
+def _open_state(stage: Path, n: int, fp: str, overwrite: bool, out: Path):
+    state_file = stage / "state.json"
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+        if state.get("fingerprint") != fp:
+            if not overwrite:
+                raise FileExistsError(
+                    f"{out} holds an unfinished prepare of different input (another data set, "
+                    f"size, option or limit: {state.get('description')}); re-run that command "
+                    "to finish it, choose another --out, or delete the folder")
+            shutil.rmtree(stage)
+    stage.mkdir(parents=True, exist_ok=True)
+    return state_file
+
+
+def _memmap(path: Path, dtype, shape, fresh: bool):
+    if not fresh and path.exists():
+        arr = np.load(path, mmap_mode="r+")
+        if arr.shape == shape and arr.dtype == dtype:
+            return arr
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+
+def _chunks(rows: np.ndarray, size: int):
+    for s in range(0, len(rows), size):
+        yield rows[s:s + size]
+
+
+def _pool_context():
+    if sys.platform.startswith("linux"):
+        return mp.get_context("fork")  # workers start in ms and inherit the imports
+    return mp.get_context()
+
+
+def prepare(dataset: str, root, out, image_size: int = 224, workers: int | None = None,
+            limit: int | None = None, *, chunk_size: int = 32, overwrite: bool = False,
+            verbose: bool = True, **reader_options) -> Cache:
+    """Read ``dataset`` from ``root`` (official layout) and write a cache to ``out``.
+
+    ``workers``: processes (None -> all cores, 1 -> in this process). ``limit``: only that
+    many images (whole patients in a seeded order, so every split is represented): for a
+    first try. ``reader_options`` go to the reader (e.g. ``views="PA"`` for NIH,
+    ``uncertain="ones"`` for CheXpert/MIMIC). Returns the finished :class:`Cache`.
+    """
+    t0 = time.perf_counter()
+    reader = get_reader(dataset)
+    root, out = Path(root), Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; pass a folder (it will be created)")
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+
+    manifest = reader.read_manifest(root, **reader_options)
+    manifest = _limit_rows(manifest, limit)
+    if not len(manifest):
+        raise ValueError(f"{dataset}: the reader found no images with these options "
+                         f"({reader_options or 'defaults'}); nothing to prepare")
+    check_patient_splits(manifest)
+    options = _jsonable(reader_options)
+    fp = _fingerprint(dataset, image_size, options, limit, manifest)
+    description = f"{dataset} size={image_size} limit={limit} options={options}"
+    n = len(manifest)
+
+    if (out / "meta.json").exists():
+        meta = json.loads((out / "meta.json").read_text())
+        if meta.get("prepare", {}).get("fingerprint") == fp and not overwrite:
+            if (out / STAGING).is_dir():
+                shutil.rmtree(out / STAGING)
+            cache = Cache(out)
+            _say(verbose, f"{out} is already prepared ({len(cache)} images); nothing to do")
+            return cache
+        if not overwrite:
+            raise FileExistsError(f"{out} already holds a cache ({meta.get('source', 'synthetic' if meta.get('synthetic') else '?')}, "
+                                  "other input); choose another --out or delete it")
+        _clear_cache_files(out)
+
+    stage = out / STAGING
+    state_file = _open_state(stage, n, fp, overwrite, out)
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    with_masks = bool(getattr(reader, "HAS_LESION_MASKS", False))
+    moved = state.get("phase") == "moved"
+    if not moved:
+        writer = CacheWriter(stage, n, image_size, lesion_masks=with_masks, resume=True)
+        fresh = not writer.resumed
+        status = _memmap(stage / "status.npy", np.int8, (n,), fresh)
+        shapes = _memmap(stage / "shapes.npy", np.int32, (n, 2), fresh)
+        if fresh:
+            status[:] = PENDING
+            (stage / "errors.jsonl").unlink(missing_ok=True)
+        atomic_write_json(state_file, {"fingerprint": fp, "description": description,
+                                       "phase": "decode", "n": n})
+        pending = np.flatnonzero(np.asarray(status) == PENDING)
+        if len(pending) < n:
+            _say(verbose, f"resuming {out}: {n - len(pending)} of {n} images already done")
+        _decode(dataset, root, image_size, manifest, pending, writer, status, shapes, stage,
+                workers, chunk_size)
+    else:
+        status = np.load(stage / "status.npy", mmap_mode="r")
+        shapes = np.load(stage / "shapes.npy", mmap_mode="r")
+
+    # ---- the log of skipped rows (always written, possibly empty)
+    status = np.asarray(status)
+    errors = _read_errors(stage / "errors.jsonl")
+    bad = np.flatnonzero(status != OK)
+    skipped = manifest.iloc[bad][["image_id", "path", "split"]].copy()
+    skipped["reason"] = [REASONS.get(int(s), "unknown") for s in status[bad]]
+    skipped["error"] = [errors.get(int(i), "") for i in bad]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_to_csv(skipped, out / "skipped.csv")
+    good = np.flatnonzero(status == OK)
+    if not len(good):
+        raise RuntimeError(f"{dataset}: none of the {n} images could be read (see "
+                           f"{out / 'skipped.csv'}); is --root the right folder?")
+
+    final = manifest.iloc[good].drop(columns=[c for c in manifest.columns if c.startswith("_")])
+    final = final.reset_index(drop=True)
+    final["orig_height"] = np.asarray(shapes)[good, 0]
+    final["orig_width"] = np.asarray(shapes)[good, 1]
+    meta = {"synthetic": False, "source": dataset, "reader_options": options,
+            "resize": RESIZE_NOTE, "n_skipped": int(len(bad)),
+            "prepare": {"fingerprint": fp, "description": description, "limit": limit}}
+    cache = _publish(stage, out, state_file, n, good, image_size, with_masks, final, meta, moved)
+
+    counts = skipped["reason"].value_counts().to_dict()
+    log = {"dataset": dataset, "root": str(root), "image_size": image_size, "workers": workers,
+           "reader_options": options, "limit": limit, "n_listed": n, "n_written": len(good),
+           "n_skipped": int(len(bad)), "skipped_by_reason": counts,
+           "seconds": round(time.perf_counter() - t0, 2)}
+    atomic_write_json(out / "prepare_log.json", log)
+    shutil.rmtree(stage, ignore_errors=True)
+    _say(verbose, f"{dataset}: {len(good)} written, {len(bad)} skipped (see skipped.csv) -> {out}")
+    return cache
+
+
+def _say(verbose: bool, msg: str) -> None:
+    if verbose:
+        print(msg, flush=True)
+
+
+def _read_errors(path: Path) -> dict[int, str]:
+    out: dict[int, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash
+            out[int(rec["row"])] = rec["error"]
+    return out
+
+
+def _decode(dataset, root, size, manifest, pending, writer, status, shapes, stage, workers,
+            chunk_size) -> None:
+    if not len(pending):
+        return
+    keep = ["image_id", "path"] + [c for c in manifest.columns if c.startswith("_")]
+    records = manifest[keep].to_dict("records")
+    tasks = ((dataset, str(root), size, [(int(i), records[i]) for i in rows])
+             for rows in _chunks(pending, chunk_size))
+    n_chunks = -(-len(pending) // chunk_size)
+    workers = min(workers, n_chunks)
+    bar = progress(total=len(pending), desc=f"{dataset}: decode + resize", unit="img")
+    errlog = open(stage / "errors.jsonl", "a")
+    pool = None
+    last_flush = time.monotonic()
+    try:
+        if workers > 1:
+            pool = _pool_context().Pool(workers)
+            results = pool.imap_unordered(_process_chunk, tasks)
+        else:
+            results = map(_process_chunk, tasks)
+        for idx, images, masks, st, sh, errs in results:
+            idx = np.asarray(idx)
+            ok = st == OK
+            if ok.any():
+                writer.write(0, images[ok], rows=idx[ok],
+                             lesion_masks=None if masks is None else masks[ok])
+            for j, msg in errs:
+                errlog.write(json.dumps({"row": int(idx[j]), "error": msg}) + "\n")
+            errlog.flush()
+            shapes[idx] = sh
+            status[idx] = st
+            bar.update(len(idx))
+            if time.monotonic() - last_flush > 5:
+                writer.flush()
+                status.flush()
+                last_flush = time.monotonic()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        bar.close()
+        errlog.close()
+        writer.flush()
+        status.flush()
+        shapes.flush()
+
+
+def _publish(stage, out, state_file, n, good, size, with_masks, final, meta, moved) -> Cache:
+    """Turn the staging arrays into the finished cache in ``out`` (only the good rows)."""
+    arrays = ["images"] + (["lesion_masks"] if with_masks else [])
+    if len(good) == n:
+        # every row is good: move the arrays instead of copying them (instant, no extra disk)
+        if not moved:
+            for name in arrays + ["progress"]:
+                os.replace(stage / f"{name}.npy", out / f"{name}.npy")
+            state = json.loads(state_file.read_text())
+            state["phase"] = "moved"
+            atomic_write_json(state_file, state)
+        writer = CacheWriter(out, n, size, lesion_masks=with_masks, resume=True)
+        if not writer.resumed:
+            raise RuntimeError(f"the staged arrays of {out} were lost; delete {out} and re-run")
+        return writer.finalize(final, meta=meta)
+    # some rows were skipped: copy the good ones into a compact cache, chunk by chunk
+    src = {name: np.load(stage / f"{name}.npy", mmap_mode="r") for name in arrays}
+    writer = CacheWriter(out, len(good), size, lesion_masks=with_masks, resume=False)
+    step = 1024
+    for s in range(0, len(good), step):
+        rows = good[s:s + step]
+        writer.write(s, np.asarray(src["images"][rows]),
+                     lesion_masks=np.asarray(src["lesion_masks"][rows]) if with_masks else None)
+    del src
+    return writer.finalize(final, meta=meta)

@@ -1,0 +1,13 @@
+"""Training methods (BCE, SupCon, RRR, ActDiff, ...); the registry lives in ``registry.py``.
+
+Every method is an :class:`~cxrlab.methods.base.Algorithm` with one training interface, so
+:func:`cxrlab.engine.fit` trains all of them the same way::
+
+    from cxrlab.methods import create_algorithm, ALGORITHMS
+    alg = create_algorithm("bce_finetune", backbone, num_labels=7, hparams={"augment": True})
+"""
+from cxrlab.methods.base import Algorithm, HParamError
+from cxrlab.methods.registry import ALGORITHMS, create_algorithm, get_algorithm, register_algorithm
+
+__all__ = ["ALGORITHMS", "Algorithm", "HParamError", "create_algorithm", "get_algorithm",
+           "register_algorithm"]

@@ -1,0 +1,60 @@
+"""Name -> training method. ``fit`` and the studies look methods up here by name, so a new
+method (RRR, ActDiff, ...) is one :class:`~cxrlab.methods.base.Algorithm` subclass and one
+:func:`register_algorithm` call; nothing else changes."""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Mapping
+
+from torch import nn
+
+from cxrlab.methods.base import Algorithm
+from cxrlab.methods.bce import BCEFinetune, BCEProbe
+from cxrlab.methods.supcon_method import SupConPretrain
+
+#: every registered training method, by name
+ALGORITHMS: dict[str, type[Algorithm]] = {
+    "bce_probe": BCEProbe,
+    "bce_finetune": BCEFinetune,
+    "supcon": SupConPretrain,
+}
+
+
+def register_algorithm(name: str, cls: type[Algorithm] | None = None, *, overwrite: bool = False):
+    """Add a method to :data:`ALGORITHMS`. Use as a function or a class decorator::
+
+        @register_algorithm("rrr")
+        class RRR(Algorithm): ...
+    """
+    def _register(c: type[Algorithm]) -> type[Algorithm]:
+        if not (isinstance(c, type) and issubclass(c, Algorithm)):
+            raise TypeError(f"register_algorithm({name!r}) needs a subclass of "
+                            f"cxrlab.methods.base.Algorithm, got {c!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"algorithm name must be a non-empty string, got {name!r}")
+        if name in ALGORITHMS and ALGORITHMS[name] is not c and not overwrite:
+            raise ValueError(f"an algorithm named {name!r} is already registered "
+                             f"({ALGORITHMS[name].__name__}); pick another name or pass "
+                             "overwrite=True")
+        c.name = name
+        ALGORITHMS[name] = c
+        return c
+
+    return _register if cls is None else _register(cls)
+
+
+def get_algorithm(name: str) -> type[Algorithm]:
+    """The class registered as ``name``; an unknown name lists the known ones."""
+    try:
+        return ALGORITHMS[name]
+    except (KeyError, TypeError):
+        close = difflib.get_close_matches(str(name), list(ALGORITHMS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown algorithm {name!r}.{hint} Registered: "
+                       f"{', '.join(sorted(ALGORITHMS))}") from None
+
+
+def create_algorithm(name: str, backbone: nn.Module, num_labels: int,
+                     hparams: Mapping[str, Any] | None = None) -> Algorithm:
+    """``get_algorithm(name)(backbone, num_labels, hparams)``."""
+    return get_algorithm(name)(backbone, num_labels, hparams)

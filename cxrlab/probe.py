@@ -1,0 +1,269 @@
+"""Linear probes: a logistic-regression head on top of a frozen backbone.
+
+Two ways to train the same head, with the same schedule (same initialisation, same minibatch
+order, same AdamW steps), so their results can be compared number for number:
+
+* :func:`train_linear_probe` (the fast way): embeddings are computed once
+  (:func:`cxrlab.embeddings.extract_embeddings`, cached on disk) and the head trains on those
+  tensors; ten epochs take a fraction of a second.
+* :func:`train_frozen_probe_epochs` (the seed project's way, kept as a baseline): every epoch
+  sends every image through the frozen backbone again. The backbone does not change, so the
+  embeddings do not either: nine of ten forward passes are wasted work.
+
+Labels are multi-label with NaN for "not labelled" (see :mod:`cxrlab.losses`). Model selection
+(number of epochs, weight decay) uses the *source validation* split only; never the target.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from cxrlab.losses import balanced_pos_weight, masked_bce_with_logits
+
+
+class LinearProbe(nn.Module):
+    """``logits = W ((emb - mean) / std) + b``: standardisation (fitted on the training
+    embeddings; identity when ``standardize=False``) followed by one linear layer.
+
+    Attributes: ``history`` (per-epoch train loss, and val loss/AUC when validated),
+    ``best_epoch`` (the epoch kept by validation, else the last), ``config`` (hyper-parameters).
+    """
+
+    def __init__(self, dim: int, n_labels: int, mean: torch.Tensor | None = None,
+                 std: torch.Tensor | None = None):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim) if mean is None else mean.float().clone())
+        self.register_buffer("std", torch.ones(dim) if std is None else std.float().clone())
+        self.linear = nn.Linear(dim, n_labels)
+        nn.init.zeros_(self.linear.weight)  # deterministic start: p = 0.5 everywhere
+        nn.init.zeros_(self.linear.bias)
+        self.history: list[dict] = []
+        self.best_epoch: int | None = None
+        self.config: dict = {}
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.linear((emb - self.mean) / self.std)
+
+
+def fit_standardizer(emb: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std of training embeddings (std floored at ``eps``)."""
+    emb = emb.double()
+    return emb.mean(0).float(), emb.std(0, unbiased=False).clamp(min=eps).float()
+
+
+def masked_auc_macro(y_true, y_score) -> float:
+    """Mean ROC AUC over the labels that have both classes among their labelled (non-NaN)
+    entries; NaN when no label qualifies. (The full metrics live in :mod:`cxrlab.metrics`.)"""
+    from sklearn.metrics import roc_auc_score
+
+    y_true, y_score = np.asarray(y_true, dtype=float), np.asarray(y_score, dtype=float)
+    if y_true.ndim == 1:
+        y_true, y_score = y_true[:, None], y_score[:, None]
+    aucs = []
+    for j in range(y_true.shape[1]):
+        m = ~np.isnan(y_true[:, j])
+        t = y_true[m, j]
+        if len(np.unique(t)) == 2:
+            aucs.append(roc_auc_score(t, y_score[m, j]))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's minibatches: a permutation of ``range(n)`` from ``generator``, cut in
+    ``batch_size`` pieces. Both probe trainers draw their order from here."""
+    perm = torch.randperm(n, generator=generator)
+    return list(perm.split(batch_size))
+
+
+def _check_inputs(emb: torch.Tensor, y: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    emb = torch.as_tensor(emb, dtype=torch.float32)
+    y = torch.as_tensor(y, dtype=torch.float32)
+    if y.ndim == 1:
+        y = y[:, None]
+    if emb.ndim != 2 or len(emb) != len(y):
+        raise ValueError(f"{what}: embeddings {tuple(emb.shape)} and labels {tuple(y.shape)} "
+                         "must be [n, D] and [n, L] with the same n")
+    return emb, y
+
+
+def _resolve_pos_weight(pos_weight, y: torch.Tensor):
+    if pos_weight is None:
+        return None
+    if isinstance(pos_weight, str):
+        if pos_weight != "balanced":
+            raise ValueError(f"pos_weight must be None, 'balanced' or a tensor, got {pos_weight!r}")
+        return balanced_pos_weight(y)
+    return torch.as_tensor(pos_weight, dtype=torch.float32)
+
+
+class _HeadTrainer:
+    """The schedule both trainers share: a LinearProbe, AdamW, seeded minibatch order."""
+
+    def __init__(self, probe: LinearProbe, y: torch.Tensor, *, epochs: int, lr: float,
+                 weight_decay: float, batch_size: int, seed: int, pos_weight):
+        if epochs < 1 or batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be positive, got {epochs}, {batch_size}")
+        self.probe, self.y = probe, y
+        self.epochs, self.batch_size = int(epochs), int(batch_size)
+        self.pos_weight = _resolve_pos_weight(pos_weight, y)
+        self.opt = torch.optim.AdamW(probe.linear.parameters(), lr=lr, weight_decay=weight_decay)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        probe.config = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay,
+                        "batch_size": batch_size, "seed": seed,
+                        "pos_weight": None if pos_weight is None else
+                        (pos_weight if isinstance(pos_weight, str) else "given")}
+
+    def step(self, emb_batch: torch.Tensor, idx: torch.Tensor) -> float:
+        self.probe.train()
+        loss = masked_bce_with_logits(self.probe(emb_batch), self.y[idx], pos_weight=self.pos_weight)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach()) * len(idx)
+
+
+class _Selector:
+    """Keeps the epoch with the best source-validation AUC (val loss when AUC is undefined)."""
+
+    def __init__(self, val_emb, val_y, pos_weight):
+        self.val_emb, self.val_y, self.pos_weight = val_emb, val_y, pos_weight
+        self.best_score, self.best_state, self.best_epoch = -math.inf, None, None
+
+    def update(self, probe: LinearProbe, epoch: int, record: dict) -> None:
+        if self.val_emb is None:
+            probe.best_epoch = epoch
+            return
+        probe.eval()
+        with torch.no_grad():
+            logits = probe(self.val_emb)
+            record["val_loss"] = float(masked_bce_with_logits(logits, self.val_y, self.pos_weight))
+        record["val_auc"] = masked_auc_macro(self.val_y.numpy(), torch.sigmoid(logits).numpy())
+        score = record["val_auc"] if not math.isnan(record["val_auc"]) else -record["val_loss"]
+        if score > self.best_score:  # ties keep the earlier (cheaper) epoch
+            self.best_score, self.best_epoch = score, epoch
+            self.best_state = copy.deepcopy(probe.state_dict())
+
+    def finish(self, probe: LinearProbe) -> LinearProbe:
+        if self.best_state is not None:
+            probe.load_state_dict(self.best_state)
+            probe.best_epoch = self.best_epoch
+        return probe.eval()
+
+
+def train_linear_probe(train_emb, train_y, val_emb=None, val_y=None, *, epochs: int = 10,
+                       lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 128,
+                       seed: int = 0, pos_weight=None, standardize: bool = True) -> LinearProbe:
+    """Train a linear probe on cached embeddings (CPU tensors; seconds).
+
+    Parameters
+    ----------
+    train_emb, train_y : [n, D] embeddings and [n, L] labels (1 / 0 / NaN = not labelled).
+    val_emb, val_y : optional *source validation* set: the epoch with the best validation
+        macro AUC is kept (``probe.best_epoch``); without it the last epoch is kept.
+    epochs, lr, weight_decay, batch_size, seed : AdamW on shuffled minibatches, the seed
+        project's schedule by default (10 epochs, batch 128).
+    pos_weight : None, ``"balanced"`` (n_neg / n_pos per label) or a tensor [L].
+    standardize : standardise embeddings with the training mean/std first (better conditioned;
+        ``False`` reproduces a plain linear layer on raw embeddings).
+    """
+    train_emb, train_y = _check_inputs(train_emb, train_y, "train")
+    if val_emb is not None:
+        val_emb, val_y = _check_inputs(val_emb, val_y, "val")
+    mean, std = fit_standardizer(train_emb) if standardize else (None, None)
+    probe = LinearProbe(train_emb.shape[1], train_y.shape[1], mean, std)
+    trainer = _HeadTrainer(probe, train_y, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                           batch_size=batch_size, seed=seed, pos_weight=pos_weight)
+    probe.config["standardize"] = standardize
+    selector = _Selector(val_emb, val_y, trainer.pos_weight)
+    for epoch in range(1, trainer.epochs + 1):
+        total = 0.0
+        for idx in epoch_batches(len(train_emb), trainer.batch_size, trainer.generator):
+            total += trainer.step(train_emb[idx], idx)
+        record = {"epoch": epoch, "train_loss": total / max(1, len(train_emb))}
+        selector.update(probe, epoch, record)
+        probe.history.append(record)
+    return selector.finish(probe)
+
+
+def select_linear_probe(train_emb, train_y, val_emb, val_y, *,
+                        weight_decays: Sequence[float] = (0.0, 1e-4, 1e-3, 1e-2),
+                        **kwargs) -> LinearProbe:
+    """Grid over weight decay (and, through validation, the epoch), all judged on the *source
+    validation* set; returns the best probe with ``probe.selection`` (one dict per candidate)."""
+    best_score, best_probe, table = -math.inf, None, []
+    for wd in weight_decays:
+        p = train_linear_probe(train_emb, train_y, val_emb, val_y, weight_decay=wd, **kwargs)
+        val_auc = next((h.get("val_auc", float("nan")) for h in p.history
+                        if h["epoch"] == p.best_epoch), float("nan"))
+        table.append({"weight_decay": wd, "best_epoch": p.best_epoch, "val_auc": val_auc})
+        score = -math.inf if math.isnan(val_auc) else val_auc
+        if best_probe is None or score > best_score:
+            best_score, best_probe = score, p
+    probe = best_probe
+    probe.selection = table
+    return probe
+
+
+@torch.no_grad()
+def predict_proba(probe: LinearProbe, emb, batch_size: int = 65536) -> np.ndarray:
+    """Sigmoid probabilities [n, L] (NumPy float32) of embeddings [n, D]."""
+    probe.eval()
+    emb = torch.as_tensor(emb, dtype=torch.float32)
+    dev = probe.mean.device
+    out = [torch.sigmoid(probe(emb[i:i + batch_size].to(dev))).cpu()
+           for i in range(0, len(emb), batch_size)]
+    return (torch.cat(out) if out else torch.empty(0, probe.linear.out_features)).numpy()
+
+
+def train_frozen_probe_epochs(backbone, cache, rows, labels, *, epochs: int = 10,
+                              lr: float = 1e-3, weight_decay: float = 1e-4,
+                              batch_size: int = 128, seed: int = 0, pos_weight=None,
+                              standardize: bool = False, device: str = "auto",
+                              precision: str = "fp32") -> LinearProbe:
+    """The seed project's linear probe, kept as a baseline: every epoch, every minibatch of
+    images goes through the frozen backbone again, then the head takes one AdamW step.
+
+    Same head, initialisation, minibatch order and optimiser as :func:`train_linear_probe`
+    with the same arguments, so the two give the same probe up to floating-point noise
+    (``standardize=True`` costs one extra forward pass here, to fit the statistics).
+
+    ``rows``: cache rows of the training images; ``labels``: [n, L] (NaN = not labelled).
+    """
+    from cxrlab.config import resolve_device
+    from cxrlab.data.cache import Cache, open_cache
+    from cxrlab.embeddings import _autocast, compute_embeddings, effective_precision, read_images
+
+    cache = cache if isinstance(cache, Cache) else open_cache(cache)
+    rows = np.asarray(rows, dtype=np.int64)
+    y = _check_inputs(torch.zeros(len(rows), 1), labels, "train")[1]
+    device = resolve_device(device)
+    prec = effective_precision(precision, device)
+    mean = std = None
+    if standardize:
+        mean, std = fit_standardizer(compute_embeddings(backbone, cache, rows, device=device,
+                                                        precision=prec))
+    probe = LinearProbe(backbone.num_features, y.shape[1], mean, std)
+    trainer = _HeadTrainer(probe, y, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                           batch_size=batch_size, seed=seed, pos_weight=pos_weight)
+    probe.config["standardize"] = standardize
+    was_training, home = backbone.training, next(backbone.parameters()).device
+    backbone.eval().to(device)
+    try:
+        for epoch in range(1, trainer.epochs + 1):
+            total = 0.0
+            for idx in epoch_batches(len(rows), trainer.batch_size, trainer.generator):
+                x = read_images(cache.images, rows[idx.numpy()]).to(device)
+                with torch.no_grad(), _autocast(device, prec):
+                    emb = backbone(backbone.normalize(x)).float().cpu()
+                total += trainer.step(emb, idx)
+            probe.history.append({"epoch": epoch, "train_loss": total / max(1, len(rows))})
+        probe.best_epoch = trainer.epochs
+    finally:
+        backbone.to(home).train(was_training)
+    return probe.eval()
+

@@ -1,0 +1,37 @@
+"""Run ``python -m cxrlab.engine`` (the same ``main``) recording which process writes files.
+
+Started by tests/test_ddp_engine.py both under ``torchrun --nproc_per_node=2`` and as a
+single process. Every atomic write (checkpoints, history.json) is appended to
+``<log_dir>/writes_rank<r>.txt``, so the test can check that only rank 0 writes.
+Usage: ddp_train.py LOG_DIR -- <arguments of python -m cxrlab.engine>
+"""
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import cxrlab.io  # noqa: E402
+from cxrlab.engine.__main__ import main  # noqa: E402
+
+log_dir = Path(sys.argv[1])
+assert sys.argv[2] == "--"
+rank = int(os.environ.get("RANK", "0"))
+_atomic_path = cxrlab.io.atomic_path
+
+
+@contextmanager
+def recording_atomic_path(path):
+    with open(log_dir / f"writes_rank{rank}.txt", "a") as f:
+        f.write(f"{path}\n")
+    with _atomic_path(path) as tmp:
+        yield tmp
+
+
+cxrlab.io.atomic_path = recording_atomic_path
+torch.set_num_threads(1)
+sys.exit(main(sys.argv[3:]))

@@ -1,0 +1,61 @@
+"""A small training run for tests/test_engine.py, started as a subprocess (and killed).
+
+Prints ``EPOCH_DONE <e>`` after each epoch's checkpoint is written, ``RESUMED_FROM <k>`` and
+``FINISHED`` at the end. With ``--slow-from E`` every step of epochs >= E prints
+``STEP <e> <global step>`` and sleeps 0.2 s: time for the test to kill it mid-epoch. The
+slow-down touches timing only, never the numbers.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cxrlab.data.cache import open_cache  # noqa: E402
+from cxrlab.data.dataset import CacheDataset  # noqa: E402
+from cxrlab.engine import fit, make_val_fn  # noqa: E402
+from cxrlab.labels import SHARED7  # noqa: E402
+from cxrlab.methods import create_algorithm  # noqa: E402
+from cxrlab.models import create_backbone  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--cache", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--slow-from", type=int, default=0)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+
+    cache = open_cache(a.cache)
+    train = CacheDataset(cache, cache.select("train"), "shared7")
+    val = CacheDataset(cache, cache.select("val"), "shared7")
+    alg = create_algorithm("bce_finetune", create_backbone("tiny_cnn", image_size=32, seed=0),
+                           len(SHARED7), {"augment": "default"})
+    spe = len(train) // a.batch_size
+    if a.slow_from:
+        step_fn = alg.training_step
+
+        def slow_step(batch, step):
+            epoch = step // spe + 1
+            if epoch >= a.slow_from:
+                print(f"STEP {epoch} {step}", flush=True)
+                time.sleep(0.2)
+            return step_fn(batch, step)
+
+        alg.training_step = slow_step
+    res = fit(alg, train, epochs=a.epochs, batch_size=a.batch_size, lr=3e-3, seed=7,
+              out_dir=a.out, device="cpu", val_fn=make_val_fn(val, label_names=SHARED7),
+              monitor="auc_macro", log_every=2, verbose=False,
+              on_epoch_end=lambda rec: print(f"EPOCH_DONE {rec['epoch']}", flush=True))
+    print(f"RESUMED_FROM {res.resumed_from}", flush=True)
+    print("FINISHED", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""cxrlab.shift and cxrlab.plots on tiny hand-made caches (seconds, no synthetic generator)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from cxrlab import plots, shift
+from cxrlab.data.cache import CacheWriter
+from cxrlab.labels import NIH14, lesion_bit
+
+# three fake hospitals that differ in brightness and noise (known answers)
+FAKE = {"alpha": (70.0, 2.0), "beta": (120.0, 8.0), "gamma": (170.0, 20.0)}
+SIZE = 32
+
+
+def _lungs(size: int) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    left = ((xx - size * 0.3) / (size * 0.15)) ** 2 + ((yy - size * 0.5) / (size * 0.3)) ** 2 <= 1
+    right = ((xx - size * 0.7) / (size * 0.15)) ** 2 + ((yy - size * 0.5) / (size * 0.3)) ** 2 <= 1
+    return (left | right).astype(np.uint8)
+
+
+def make_fake_cache(path, n_per_domain: int = 30, seed: int = 0):
+    """Images: a flat background per hospital, darker lungs, Gaussian noise of the hospital's
+    sigma; Effusion = a bright blob at the base of the left lung (with its lesion bit)."""
+    rng = np.random.default_rng(seed)
+    doms = list(FAKE)
+    n = n_per_domain * len(doms)
+    lung = _lungs(SIZE)
+    w = CacheWriter(path, n, SIZE, lung_masks=True, lesion_masks=True)
+    imgs = np.empty((n, SIZE, SIZE), np.uint8)
+    lesions = np.zeros((n, SIZE, SIZE), np.uint16)
+    rows = []
+    for k, d in enumerate(doms):
+        level, sigma = FAKE[d]
+        for i in range(n_per_domain):
+            r = k * n_per_domain + i
+            eff = int(i % 3 == 0)
+            img = np.full((SIZE, SIZE), level, np.float32) - 30.0 * lung
+            if eff:
+                blob = np.zeros((SIZE, SIZE), bool)
+                blob[20:26, 6:13] = True
+                img[blob] += 60
+                lesions[r][blob] |= np.uint16(1 << lesion_bit("Effusion"))
+            img += rng.normal(0, sigma, img.shape)
+            imgs[r] = np.clip(np.round(img), 0, 255).astype(np.uint8)
+            patient = f"{d}-p{i // 2}"  # two images per patient
+            split = ("train", "train", "train", "val", "test")[(i // 2) % 5]
+            row = {"image_id": f"{d}-{i}", "patient_id": patient, "split": split, "domain": d,
+                   "age": 30 + 10 * k + i % 7, "sex": "F" if i % 2 else "M",
+                   "view": "AP" if (d == "gamma" and i % 4) else "PA", "path": ""}
+            row.update({lab: 0.0 for lab in NIH14})
+            row["Effusion"] = float(eff)
+            row["Cardiomegaly"] = float(i % 4 == 1)
+            if d == "gamma":
+                row["Pneumothorax"] = np.nan  # a label this hospital does not define
+            rows.append(row)
+    w.write(0, imgs, lung_masks=np.repeat(lung[None], n, 0), lesion_masks=lesions)
+    return w.finalize(pd.DataFrame(rows), meta={"synthetic": True})
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return make_fake_cache(tmp_path_factory.mktemp("fake") / "cache")
+
+
+# ------------------------------------------------------------------------------ statistics
+
+def test_noise_estimate_recovers_known_sigma():
+    rng = np.random.default_rng(0)
+    flat = np.full((4, 64, 64), 128, np.uint8)
+    st = shift._batch_statistics(flat)
+    assert np.allclose(st["noise"], 0) and np.allclose(st["gradient"], 0)
+    assert np.allclose(st["std"], 0) and np.allclose(st["contrast"], 0)
+    # a smooth ramp plus noise: the estimate ignores the ramp and finds sigma = 10
+    ramp = np.linspace(40, 200, 64)[None, None, :] * np.ones((4, 64, 1))
+    noisy = np.clip(np.round(ramp + rng.normal(0, 10, ramp.shape)), 0, 255).astype(np.uint8)
+    est = shift._batch_statistics(noisy)["noise"]
+    assert np.all(np.abs(est - 10) < 1.0), est
+    assert np.all(shift._batch_statistics(ramp.astype(np.uint8))["noise"] < 0.5)
+
+
+def test_image_statistics_measure_the_known_shift(cache):
+    st = shift.image_statistics(cache)
+    assert len(st) == len(cache)
+    for c in ("row", "domain", "split", "mean", "std", "p05", "p95", "contrast", "gradient",
+              "highpass_std", "noise", "lung_mean", "outside_mean", "lung_fraction"):
+        assert c in st.columns, c
+    by = st.groupby("domain")[["mean", "noise", "outside_mean", "lung_mean"]].mean()
+    assert by["mean"].is_monotonic_increasing          # alpha < beta < gamma brightness
+    assert by["noise"].is_monotonic_increasing         # 2 < 8 < 20 grey levels of noise
+    for d, (level, sigma) in FAKE.items():
+        assert abs(by.loc[d, "noise"] - sigma) < 0.25 * sigma + 1.0
+        assert abs(by.loc[d, "outside_mean"] - level) < 3
+    assert (by["lung_mean"] < by["outside_mean"]).all()
+    sub = shift.image_statistics(cache, rows=[5, 1, 40])
+    assert list(sub["row"]) == [5, 1, 40]
+    assert sub["mean"].iloc[0] == pytest.approx(float(np.asarray(cache.images[5]).mean()))
+
+
+def test_intensity_histograms(cache):
+    h = shift.intensity_histograms(cache, bins=32, rows_per_domain=10)
+    assert set(h["domain"]) == set(FAKE)
+    assert np.allclose(h.groupby("domain")["density"].sum(), 1.0)
+    assert (h.groupby("domain")["n_images"].first() == 10).all()
+    peaks = h.loc[h.groupby("domain")["density"].idxmax()].set_index("domain")["bin_center"]
+    for d, (level, _) in FAKE.items():
+        assert abs(peaks[d] - level) <= 8 + 2 * FAKE[d][1]
+    lung = shift.intensity_histograms(cache, domains=["alpha"], bins=16, region="lung")
+    assert lung.attrs["region"] == "lung" and set(lung["domain"]) == {"alpha"}
+    with pytest.raises(ValueError, match="region"):
+        shift.intensity_histograms(cache, region="heart")
+    with pytest.raises(KeyError, match="unknown domain"):
+        shift.intensity_histograms(cache, domains=["nowhere"])
+
+
+# ------------------------------------------------------------------------------ AUC + CNN
+
+def test_auc_per_label_masks_nan_and_excludes_single_class():
+    y = np.array([[1, 0, np.nan], [0, 0, 1], [1, 0, 0], [0, 0, np.nan]], dtype=np.float32)
+    s = np.array([[0.9, 0.1, 0.0], [0.2, 0.3, 0.9], [0.8, 0.2, 0.1], [0.1, 0.4, 0.99]])
+    res = shift.auc_per_label(y, s, ["a", "b", "c"])
+    pl = res["per_label"].set_index("label")
+    assert pl.loc["a", "auc"] == 1.0 and pl.loc["c", "auc"] == 1.0
+    assert np.isnan(pl.loc["b", "auc"]) and res["excluded"] == ["b"]
+    assert pl.loc["c", "n"] == 2 and pl.loc["a", "n_pos"] == 2
+    assert res["auc_macro"] == 1.0
+    with pytest.raises(ValueError, match="shape"):
+        shift.auc_per_label(y, s[:, :2])
+
+
+def test_masked_bce_ignores_missing_labels():
+    logits = torch.tensor([[0.3, -1.0], [2.0, 0.5]], requires_grad=True)
+    y = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
+    loss = shift.masked_bce(logits, y)
+    known = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.tensor([0.3, 2.0, 0.5]), torch.tensor([1.0, 0.0, 1.0]))
+    assert loss.item() == pytest.approx(known.item())
+    loss.backward()
+    assert logits.grad[0, 1] == 0
+    assert torch.isfinite(shift.masked_bce(logits, torch.full((2, 2), float("nan"))))
+
+
+def _square_task(n, seed):
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 2).astype(np.float32)
+    x = rng.normal(100, 15, (n, 1, 32, 32))
+    x[y == 1, :, 10:20, 10:20] += 50
+    return (torch.from_numpy(np.clip(x, 0, 255).astype(np.uint8)),
+            torch.from_numpy(np.stack([y, np.full(n, np.nan, np.float32)], 1)))
+
+
+def test_train_small_cnn_learns_a_visible_signal_and_is_seeded():
+    x, y = _square_task(160, 0)
+    xv, yv = _square_task(60, 1)
+    m = shift.train_small_cnn(x, y, epochs=3, seed=0, val=(xv, yv), label_names=["sq", "nan"])
+    res = shift.evaluate_auc(m, xv, yv)
+    assert res["auc_macro"] > 0.9 and res["excluded"] == ["nan"]
+    assert len(m.history) == 3 and m.best_epoch in (1, 2, 3)
+    m2 = shift.train_small_cnn(x, y, epochs=3, seed=0, val=(xv, yv))
+    assert np.allclose(m.predict_proba(xv), m2.predict_proba(xv), atol=1e-5)
+    with pytest.raises(ValueError, match="uint8"):
+        shift.train_small_cnn(x.float(), y, epochs=1)
+    with pytest.raises(ValueError, match="label rows"):
+        shift.train_small_cnn(x, y[:5], epochs=1)
+
+
+# ------------------------------------------------------------------------------ studies
+
+def test_source_target_gap_table(cache):
+    df = shift.source_target_gap(cache, source="alpha", labels=["Effusion", "Pneumothorax"],
+                                 epochs=1, seed=0)
+    assert list(df["domain"]) == ["alpha", "beta", "gamma"]
+    assert list(df["role"]) == ["source", "target", "target"]
+    assert df["drop"].iloc[0] == 0
+    assert np.allclose(df["drop"], df["auc_macro"].iloc[0] - df["auc_macro"])
+    assert {"auc_Effusion", "n_pos_Effusion", "auc_Pneumothorax"} <= set(df.columns)
+    assert df["n"].tolist() == [len(cache.select("test", d)) for d in df["domain"]]
+    assert np.isnan(df["auc_Pneumothorax"]).all()   # no positives anywhere: excluded, not 0.5
+    assert df.attrs["source"] == "alpha" and df.attrs["best_epoch"] == 1
+    assert shift.label_drop(df, "Effusion", "beta") == pytest.approx(
+        df["auc_Effusion"].iloc[0] - df["auc_Effusion"].iloc[1])
+    with pytest.raises(ValueError, match="also listed"):
+        shift.source_target_gap(cache, source="alpha", targets=["alpha"], epochs=1)
+
+
+def test_domain_classifier_logreg_separates_fake_hospitals(cache):
+    res = shift.domain_classifier(cache, method="logreg")
+    n_test = sum(len(cache.select("test", d)) for d in FAKE)
+    assert res.n_test == n_test and res.confusion.to_numpy().sum() == n_test
+    assert res.accuracy >= 0.95 and res.auc_macro_ovr >= 0.95
+    assert res.chance == pytest.approx(1 / 3)
+    assert list(res.per_class_accuracy.index) == list(FAKE)
+    assert res.probabilities.shape == (n_test, 3)
+    assert "overall" in res.summary().index
+    with pytest.raises(ValueError, match="method"):
+        shift.domain_classifier(cache, method="svm")
+
+
+def test_domain_classifier_cnn_runs(cache):
+    res = shift.domain_classifier(cache, domains=["alpha", "gamma"], method="cnn", epochs=2)
+    assert res.confusion.shape == (2, 2) and 0 <= res.accuracy <= 1
+    assert res.accuracy >= 0.8   # brightness 70 vs 170: trivial even after two epochs
+
+
+def test_shift_summary(cache):
+    s = shift.shift_summary(cache, rows_per_domain=10)
+    assert list(s.index) == list(FAKE)
+    assert (s["n"] == 30).all() and (s["n_patients"] == 15).all()
+    assert s.loc["alpha", "ap_pct"] == 0 and s.loc["gamma", "ap_pct"] == pytest.approx(
+        100 * 22 / 30)
+    assert s.loc["alpha", "prev_Effusion"] == pytest.approx(10 / 30)
+    assert np.isnan(s.loc["gamma", "prev_Pneumothorax"]) and s.loc["alpha", "prev_Pneumothorax"] == 0
+    assert s["noise"].is_monotonic_increasing and s["intensity_mean"].is_monotonic_increasing
+    assert s.attrs["synthetic"] is True
+
+
+# ------------------------------------------------------------------------------ plots
+
+def _is_png(path):
+    return path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_return_figures_and_save_png(cache, tmp_path):
+    import matplotlib.pyplot as plt
+
+    gap = pd.DataFrame({"domain": ["alpha", "beta"], "role": ["source", "target"], "n": [6, 6],
+                        "auc_macro": [0.9, 0.7], "drop": [0.0, 0.2], "auc_Effusion": [0.9, 0.7],
+                        "n_pos_Effusion": [2, 2]})
+    gap.attrs.update(source="alpha", synthetic=True)
+    dom = shift._domain_result(np.array([0, 0, 1, 1]), np.array(
+        [[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.1, 0.9]]), ["alpha", "beta"], "logreg", 8, True)
+    figs = {
+        "gallery": plots.plot_gallery(cache, per_domain=3),
+        "gallery_rows": plots.plot_gallery(cache, rows=[0, 3, 40], show_masks=False),
+        "hist": plots.plot_intensity_histograms(shift.intensity_histograms(cache, bins=16)),
+        "stats": plots.plot_image_statistics(shift.image_statistics(cache)),
+        "confusion": plots.plot_domain_confusion(dom),
+        "gap": plots.plot_auc_gap(gap),
+        "gap_cmp": plots.plot_gap_comparison({"off": gap, "on": gap}, label="Effusion"),
+        "labels": plots.plot_label_shift(shift.shift_summary(cache, rows_per_domain=5)),
+        "demo": plots.plot_demographics(cache),
+    }
+    for name, fig in figs.items():
+        assert isinstance(fig, Figure), name
+        out = plots.save_figure(fig, tmp_path / f"{name}.png", dpi=40, close=True)
+        assert _is_png(out), name
+    # titles say SYNTHETIC on synthetic data
+    fig = plots.plot_gallery(cache, per_domain=1)
+    assert "SYNTHETIC" in fig._suptitle.get_text()
+    assert dom.confusion.to_numpy().sum() == 4 and dom.accuracy == 0.75
+    plt.close("all")
+
+
+def test_prevalence_table_accepts_several_shapes():
+    long = pd.DataFrame({"domain": ["nih", "nih", "chexpert"], "label": ["Hernia", "Edema", "Edema"],
+                         "prevalence": [0.002, 0.02, 0.25]})
+    wide = plots.prevalence_table(long)
+    assert wide.loc["Edema", "chexpert"] == 0.25 and np.isnan(wide.loc["Hernia", "chexpert"])
+    assert plots.prevalence_table({"prevalence": wide}).equals(wide)
+    fig = plots.plot_label_shift(long, title="real metadata")
+    assert isinstance(fig, Figure)
+    with pytest.raises(KeyError, match="prevalence"):
+        plots.prevalence_table({"other": wide})
