@@ -44,6 +44,15 @@ def _cmd_prepare(args) -> int:
     return 0
 
 
+def _cmd_lungmasks(args) -> int:
+    from cxrlab.data.chexmask import add_lung_masks
+
+    report = add_lung_masks(args.cache, args.chexmask, args.dataset, min_dice=args.min_dice,
+                            overwrite=args.overwrite)
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from cxrlab.bench import main as bench_main
 
@@ -97,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     s.add_argument("--limit", type=int, default=None, help="only the first N images (for a try)")
     s.set_defaults(func=_cmd_prepare)
+
+    s = data.add_parser("lungmasks", help="add CheXmask lung masks to a prepared real-data cache")
+    s.add_argument("cache", help="cache folder written by `cxrlab data prepare`")
+    s.add_argument("--chexmask", required=True, help="the CheXmask CSV for this data set")
+    s.add_argument("--dataset", required=True, choices=["nih", "chexpert", "mimic"])
+    s.add_argument("--min-dice", type=float, default=0.7,
+                   help="drop masks whose CheXmask quality (Dice RCA mean) is below this")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=_cmd_lungmasks)
 
     s = sub.add_parser("run", help="run one study from a config file (resumable)")
     s.add_argument("config")

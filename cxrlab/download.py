@@ -256,7 +256,7 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None,
       one that answers 416 (nothing left to send) means the ``.part`` is already whole.
     * A dropped or short transfer (fewer bytes than ``Content-Length``) is retried up to
       ``retries`` times, each time resuming where it stopped; ``backoff`` seconds doubles
-      between tries.
+      between tries. An unreachable host (DNS failure, refused connection) gets one retry.
     * When complete, ``md5`` / ``sha256`` are checked (digests are computed while the bytes
       arrive). A mismatch deletes the ``.part`` and raises :class:`ChecksumError`; a match
       renames ``.part`` onto ``dest`` atomically.
@@ -309,8 +309,11 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None,
                 TimeoutError, OSError) as e:
             last_err = e
         attempt += 1
-        if attempt > retries:
-            if _is_unreachable(last_err):
+        # an unreachable host (DNS failure, refused, no route) rarely comes back within
+        # seconds: give up after one retry instead of backing off through all of them
+        unreachable = _is_unreachable(last_err)
+        if attempt > retries or (unreachable and attempt > min(retries, 1)):
+            if unreachable:
                 raise NoNetworkError(_no_network_message(url, dest, last_err, manual_hint)) \
                     from None
             kept = part.stat().st_size if part.exists() else 0
@@ -561,3 +564,36 @@ def fetch_checksum_list(url: str, dest: str | os.PathLike, **kwargs) -> dict[str
     and parse it with :func:`read_checksum_file`."""
     path = download_file(url, dest, **kwargs)
     return read_checksum_file(path)
+
+
+def kaggle_available() -> str | None:
+    """Why the ``kaggle`` command line cannot be used here, or None when it can."""
+    if shutil.which("kaggle") is None:
+        return "the `kaggle` command is not installed (pip install kaggle)"
+    has_env = os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY")
+    cfg = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle")) / "kaggle.json"
+    if not (has_env or cfg.exists()):
+        return (f"no Kaggle API token ({cfg} or $KAGGLE_USERNAME/$KAGGLE_KEY); create one at "
+                "https://www.kaggle.com/settings (API -> Create New Token)")
+    return None
+
+
+def kaggle_dataset_download(dataset: str, dest: str | os.PathLike) -> Path:
+    """Run ``kaggle datasets download -d DATASET -p DEST`` (the user's own Kaggle client and
+    token) and return the zip it wrote. Raises DownloadError with the reason when it cannot."""
+    import subprocess
+
+    why = kaggle_available()
+    if why:
+        raise DownloadError(f"cannot download {dataset} from Kaggle: {why}")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = ["kaggle", "datasets", "download", "-d", dataset, "-p", str(dest)]
+    res = subprocess.run(cmd, text=True, capture_output=True)
+    if res.returncode != 0:
+        raise DownloadError(f"`{' '.join(cmd)}` failed ({res.returncode}): "
+                            f"{(res.stderr or res.stdout).strip()[-800:]}")
+    zips = sorted(dest.glob(f"{dataset.split('/')[-1]}*.zip"))
+    if not zips:
+        raise DownloadError(f"`{' '.join(cmd)}` finished but no zip appeared in {dest}")
+    return zips[0]

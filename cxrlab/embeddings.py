@@ -35,7 +35,8 @@ KEY_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """``<profile checkpoint_dir>/embeddings`` (override with ``cache_dir=`` or ``CXRLAB_CHECKPOINT_DIR``)."""
+    """``<profile checkpoint_dir>/embeddings`` (override with ``cache_dir=`` or
+    ``CXRLAB_CHECKPOINT_DIR``)."""
     from cxrlab.config import get_profile
 
     return Path(get_profile().checkpoint_dir) / "embeddings"
@@ -61,7 +62,8 @@ def effective_precision(precision: str, device: str) -> str:
     return "bf16" if precision == "bf16" and str(device).startswith("cuda") else "fp32"
 
 
-def embedding_key(backbone, cache: Cache, rows: np.ndarray, precision: str = "fp32") -> tuple[str, dict]:
+def embedding_key(backbone, cache: Cache, rows: np.ndarray,
+                  precision: str = "fp32") -> tuple[str, dict]:
     """(key, fields): the fields that determine the embeddings, and a hash of them."""
     rows = np.asarray(rows, dtype=np.int64)
     fields = {
@@ -89,7 +91,8 @@ def read_images(images: np.ndarray, rows: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(out)[:, None]
 
 
-def _autocast(device: str, precision: str):
+def autocast_context(device: str, precision: str):
+    """bf16 autocast on CUDA when ``precision == 'bf16'``, else a no-op context."""
     if precision == "bf16":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -116,7 +119,7 @@ def compute_embeddings(backbone, cache: Cache, rows: np.ndarray, batch_size: int
     out = torch.empty((n, backbone.num_features), dtype=torch.float32)
     starts = list(range(0, n, batch_size))
     try:
-        with ThreadPoolExecutor(max_workers=1) as pool, _autocast(device, precision):
+        with ThreadPoolExecutor(max_workers=1) as pool, autocast_context(device, precision):
             nxt = pool.submit(read_images, cache.images, rows[0:batch_size]) if n else None
             for start in progress(starts, desc=desc or f"embed {backbone.name}",
                                   total=len(starts), unit="batch"):
@@ -166,7 +169,8 @@ def extract_embeddings(backbone, cache, rows: Sequence[int] | None = None, batch
     key, fields = embedding_key(backbone, cache, rows, prec)
     path = None
     if cache_dir is not False:
-        path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"{backbone.name}-{key}.pt"
+        folder = Path(cache_dir if cache_dir is not None else default_cache_dir())
+        path = folder / f"{backbone.name}-{key}.pt"
         if path.exists():
             obj = torch.load(path, map_location="cpu", weights_only=True)
             emb = obj.get("embeddings") if isinstance(obj, dict) else None

@@ -58,6 +58,29 @@ LABEL_MAP: dict[str, dict[str, str]] = {
     "siim": {"Pneumothorax": "Pneumothorax"},
     # the synthetic hospitals draw all 14 NIH findings
     "synthetic": {name: name for name in NIH14},
+    # PadChest: terms of its "Labels" lists (several fine-grained terms -> one canonical label;
+    # absent term = negative, as for NIH's text-mined labels)
+    "padchest": {
+        "atelectasis": "Atelectasis", "laminar atelectasis": "Atelectasis",
+        "lobar atelectasis": "Atelectasis", "segmental atelectasis": "Atelectasis",
+        "round atelectasis": "Atelectasis", "total atelectasis": "Atelectasis",
+        "atelectasis basal": "Atelectasis",
+        "cardiomegaly": "Cardiomegaly", "consolidation": "Consolidation",
+        "pulmonary edema": "Edema",
+        "pleural effusion": "Effusion", "loculated pleural effusion": "Effusion",
+        "loculated fissural effusion": "Effusion",
+        "emphysema": "Emphysema", "pulmonary fibrosis": "Fibrosis", "hiatal hernia": "Hernia",
+        "infiltrates": "Infiltration", "mass": "Mass", "pulmonary mass": "Mass",
+        "nodule": "Nodule", "multiple nodules": "Nodule",
+        "pleural thickening": "Pleural_Thickening",
+        "apical pleural thickening": "Pleural_Thickening",
+        "pneumonia": "Pneumonia", "atypical pneumonia": "Pneumonia",
+        "pneumothorax": "Pneumothorax",
+        "fracture": "Fracture", "rib fracture": "Fracture", "callus rib fracture": "Fracture",
+        "clavicle fracture": "Fracture", "humeral fracture": "Fracture",
+        "vertebral fracture": "Fracture",
+        "normal": "No_Finding",
+    },
 }
 
 
@@ -95,15 +118,15 @@ def label_index(name: str, space: str | Sequence[str] = "nih14") -> int:
 
 def mapping_table():
     """The harmonisation table as a DataFrame: one row per canonical label, one column per data
-    set, holding the raw name that data set uses (empty where the data set does not define it)."""
+    set, holding the raw name that data set uses (empty where the data set does not define it;
+    several raw names, e.g. PadChest's atelectasis subtypes, are joined with "; ")."""
     import pandas as pd
 
     rows = []
     for label in ALL_LABELS:
         row = {"label": label, "shared7": label in SHARED7}
         for ds, m in LABEL_MAP.items():
-            inv = {v: k for k, v in m.items()}
-            row[ds] = inv.get(label, "")
+            row[ds] = "; ".join(k for k, v in m.items() if v == label)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -92,13 +92,17 @@ def scale_mask(mask: np.ndarray, factor: int) -> np.ndarray:
 
 def attribution_mask(kind: str, *, lesion: np.ndarray | None = None,
                      lung: np.ndarray | None = None, width_frac: float = 0.25,
-                     scale_factor: int = 8) -> np.ndarray:
+                     scale_grid: int = 16, scale_factor: int | None = None) -> np.ndarray:
     """The region a masking method should attend to, by seed 002's name for it.
 
     ``kind``: ``"abnormality"`` (``lesion`` as is), ``"scaled_abnormality"``
     (:func:`scale_mask` of ``lesion``), ``"lung_periphery"`` (:func:`lung_periphery` of
     ``lung``) or ``"lung"`` (the whole lung). ``lesion`` / ``lung`` are 0/1 masks
     ``[H, W]`` or ``[N, H, W]``.
+
+    The scaled abnormality is coarsened to a ``scale_grid x scale_grid`` grid (block =
+    ``ceil(width / scale_grid)`` px), so it means the same at 64 and at 224 px; pass
+    ``scale_factor`` to give the block size in pixels instead.
 
     Seed 002 draws masks for positive images only; what a method does with an image whose
     mask is empty (a negative, or a positive without a segmentation) is the method's choice,
@@ -112,6 +116,8 @@ def attribution_mask(kind: str, *, lesion: np.ndarray | None = None,
                              "segmentations); this cache has none")
         if kind == "abnormality":
             return (np.asarray(lesion) != 0).astype(np.uint8)
+        if scale_factor is None:
+            scale_factor = max(1, -(-np.asarray(lesion).shape[-1] // int(scale_grid)))
         return scale_mask(lesion, scale_factor)
     if lung is None:
         raise ValueError(f"mask kind {kind!r} needs lung masks; add them to a real cache with "

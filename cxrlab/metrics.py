@@ -148,23 +148,35 @@ def _rank_metrics_weighted(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> tuple
     replicates; a weight of 3 means "this image was drawn three times"). Returns (auc [R],
     ap [R]), NaN where undefined. With ``w`` all ones this is exactly scikit-learn's
     ``roc_auc_score`` (ties count 1/2) and ``average_precision_score`` (step-wise, ties grouped).
+
+    Both only need, for every *positive* p, the weight of negatives scored below / equal to it
+    and the weight of positives scored at least as high: one cumulative sum over the sorted
+    negatives and one over the sorted positives, looked up at positions (``searchsorted``)
+    that do not depend on the weights.
     """
-    order = np.argsort(-s, kind="mergesort")  # descending scores
-    s_sorted, y_sorted = s[order], y[order]
-    starts = _tie_groups(s_sorted)
-    wp = w[:, order] * y_sorted  # positive weight per row, [R, n]
-    wn = w[:, order] * (1.0 - y_sorted)
-    P = np.add.reduceat(wp, starts, axis=1) if starts.size else wp  # per tie group, [R, G]
-    N = np.add.reduceat(wn, starts, axis=1) if starts.size else wn
-    tot_p, tot_n = P.sum(1), N.sum(1)
-    cum_p, cum_n = np.cumsum(P, 1), np.cumsum(N, 1)
+    pos = y == 1
+    sp, sn = s[pos], s[~pos]
+    wp, wn = w[:, pos], w[:, ~pos]  # [R, n_pos], [R, n_neg]
+    R = w.shape[0]
+    on = np.argsort(sn, kind="mergesort")
+    sn_sorted = sn[on]
+    cn = np.zeros((R, sn.size + 1))
+    np.cumsum(wn[:, on], axis=1, out=cn[:, 1:])  # cn[:, k] = weight of the k lowest negatives
+    below = cn[:, np.searchsorted(sn_sorted, sp, "left")]  # negatives scored < s_p
+    tied = cn[:, np.searchsorted(sn_sorted, sp, "right")] - below  # negatives scored == s_p
+    tot_p, tot_n = wp.sum(1), cn[:, -1]
+    op = np.argsort(sp, kind="mergesort")
+    sp_sorted = sp[op]
+    cp = np.zeros((R, sp.size + 1))
+    np.cumsum(wp[:, op], axis=1, out=cp[:, 1:])
+    tp_ge = tot_p[:, None] - cp[:, np.searchsorted(sp_sorted, sp, "left")]  # positives >= s_p
+    fp_ge = tot_n[:, None] - below  # negatives >= s_p
     with np.errstate(invalid="ignore", divide="ignore"):
-        # AUC: a positive beats every negative in lower-scored groups, ties count one half
-        neg_below = tot_n[:, None] - cum_n
-        auc = (P * (neg_below + 0.5 * N)).sum(1) / (tot_p * tot_n)
-        # AP: sum over thresholds of (recall increase) x (precision at that threshold)
-        prec = np.where(cum_p + cum_n > 0, cum_p / np.maximum(cum_p + cum_n, 1e-300), 0.0)
-        ap = (P * prec).sum(1) / tot_p
+        # AUC: a positive beats every negative scored lower, ties count one half
+        auc = (wp * (below + 0.5 * tied)).sum(1) / (tot_p * tot_n)
+        # AP: sum over positives of (recall step) x (precision at the positive's score)
+        prec = np.where(tp_ge > 0, tp_ge / np.maximum(tp_ge + fp_ge, 1e-300), 0.0)
+        ap = (wp * prec).sum(1) / tot_p
     auc = np.where((tot_p > 0) & (tot_n > 0), auc, np.nan)
     ap = np.where(tot_p > 0, ap, np.nan)
     return auc, ap
@@ -411,12 +423,13 @@ def _replicate_metrics(yt: np.ndarray, ys: np.ndarray, thr: np.ndarray, w: np.nd
     FN = np.zeros(R)
     for j, k in enumerate(labels):
         m = ~np.isnan(yt[:, k])
-        y, s, wk = yt[m, k], ys[m, k], w[:, m]
+        if m.all():
+            y, s, wk = yt[:, k], ys[:, k], w
+        else:
+            y, s, wk = yt[m, k], ys[m, k], w[:, m]
         auc[:, j], ap[:, j] = _rank_metrics_weighted(y, s, wk)
         pred = (s >= thr[k]).astype(np.float64)
-        tp = wk @ (pred * y)
-        fp = wk @ (pred * (1 - y))
-        fn = wk @ ((1 - pred) * y)
+        tp, fp, fn = (wk @ np.stack([pred * y, pred * (1 - y), (1 - pred) * y], 1)).T
         ok = ~np.isnan(auc[:, j])  # label defined in this replicate (>=1 pos and >=1 neg)
         f1[:, j] = np.where(ok, _f1(tp, fp, fn), np.nan)
         TP += np.where(ok, tp, 0)

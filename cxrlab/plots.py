@@ -25,6 +25,15 @@ SHORT = {"Atelectasis": "Atel", "Cardiomegaly": "Cardio", "Consolidation": "Cons
          "Pleural_Thickening": "PlThick", "Pneumonia": "Pneum", "Pneumothorax": "PTX"}
 
 
+def _red_cmap():
+    from matplotlib.colors import ListedColormap
+
+    return ListedColormap(["red"])
+
+
+_RED = _red_cmap()
+
+
 def _plt():
     import matplotlib.pyplot as plt
 
@@ -116,7 +125,7 @@ def plot_gallery(cache, rows: Sequence[int] | None = None, per_domain: int = 4, 
             if show_masks and lesion_all is not None:
                 les = lesion_mask_for(np.asarray(lesion_all[r]))
                 if les.any():
-                    ax.imshow(np.ma.masked_where(les == 0, les), cmap="autumn", alpha=0.45,
+                    ax.imshow(np.ma.masked_where(les == 0, les), cmap=_RED, alpha=0.45,
                               vmin=0, vmax=1, interpolation="nearest")
             if show_masks and lung_all is not None:
                 lung = np.asarray(lung_all[r])

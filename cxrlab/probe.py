@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from cxrlab.losses import balanced_pos_weight, masked_bce_with_logits
+from cxrlab.progress import progress
 
 
 class LinearProbe(nn.Module):
@@ -236,11 +237,15 @@ def train_frozen_probe_epochs(backbone, cache, rows, labels, *, epochs: int = 10
     """
     from cxrlab.config import resolve_device
     from cxrlab.data.cache import Cache, open_cache
-    from cxrlab.embeddings import _autocast, compute_embeddings, effective_precision, read_images
+    from cxrlab.embeddings import (autocast_context, compute_embeddings, effective_precision,
+                                   read_images)
 
     cache = cache if isinstance(cache, Cache) else open_cache(cache)
     rows = np.asarray(rows, dtype=np.int64)
-    y = _check_inputs(torch.zeros(len(rows), 1), labels, "train")[1]
+    y = torch.as_tensor(labels, dtype=torch.float32)
+    y = y[:, None] if y.ndim == 1 else y
+    if len(y) != len(rows):
+        raise ValueError(f"{len(rows)} rows but {len(y)} label rows; pass one label row per image")
     device = resolve_device(device)
     prec = effective_precision(precision, device)
     mean = std = None
@@ -254,11 +259,12 @@ def train_frozen_probe_epochs(backbone, cache, rows, labels, *, epochs: int = 10
     was_training, home = backbone.training, next(backbone.parameters()).device
     backbone.eval().to(device)
     try:
-        for epoch in range(1, trainer.epochs + 1):
+        for epoch in progress(range(1, trainer.epochs + 1), desc=f"frozen probe {backbone.name}",
+                              unit="epoch"):
             total = 0.0
             for idx in epoch_batches(len(rows), trainer.batch_size, trainer.generator):
                 x = read_images(cache.images, rows[idx.numpy()]).to(device)
-                with torch.no_grad(), _autocast(device, prec):
+                with torch.no_grad(), autocast_context(device, prec):
                     emb = backbone(backbone.normalize(x)).float().cpu()
                 total += trainer.step(emb, idx)
             probe.history.append({"epoch": epoch, "train_loss": total / max(1, len(rows))})

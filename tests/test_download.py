@@ -35,6 +35,7 @@ class FakeFiles:
         self.ignore_range: set[str] = set()     # paths served whole even when a range is asked
         self.status: dict[str, int] = {}        # path -> forced HTTP status
         self.log: list[tuple[str, str | None]] = []  # (path, Range header) per request
+        self.auth: str | None = None            # required Authorization header, if any
         self.lock = threading.Lock()
 
 
@@ -51,6 +52,12 @@ def make_handler(state: FakeFiles):
             with state.lock:
                 state.log.append((path, rng))
                 cut = state.cut_first.pop(path, None)
+            if state.auth is not None and self.headers.get("Authorization") != state.auth:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="fake"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if path in state.status:
                 self.send_response(state.status[path])
                 self.send_header("Content-Length", "0")
@@ -87,6 +94,13 @@ def make_handler(state: FakeFiles):
             self.wfile.write(body)
 
     return Handler
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_for_localhost(monkeypatch):
+    """urllib honours $http_proxy; make sure requests to the local test server never use one."""
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
 
 
 @pytest.fixture
@@ -363,3 +377,134 @@ def test_file_digest_matches_hashlib(tmp_path):
     p = tmp_path / "x"
     p.write_bytes(b"abc" * 1000)
     assert file_digest(p, "md5") == md5(b"abc" * 1000)
+
+
+# ----------------------------------------------------------------------------- gated data sets
+def _gz_csv(df) -> bytes:
+    import gzip
+
+    return gzip.compress(df.to_csv(index=False).encode())
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def serve_mimic(server):
+    import pandas as pd
+
+    meta = pd.DataFrame({"dicom_id": ["d1", "d2", "d3", "d4"],
+                         "subject_id": [10000032, 10000032, 10000764, 10000764],
+                         "study_id": [50414267, 50414267, 57375967, 57375967],
+                         "ViewPosition": ["PA", "LATERAL", "AP", "PA"]})
+    tables = {
+        "mimic-cxr-2.0.0-metadata.csv.gz": _gz_csv(meta),
+        "mimic-cxr-2.0.0-split.csv.gz": _gz_csv(meta[["dicom_id", "subject_id", "study_id"]]
+                                                .assign(split=["train", "train", "test", "test"])),
+        "mimic-cxr-2.0.0-chexpert.csv.gz": _gz_csv(pd.DataFrame({"subject_id": [1], "study_id": [2]})),
+        "mimic-cxr-2.0.0-negbio.csv.gz": _gz_csv(pd.DataFrame({"subject_id": [1], "study_id": [2]})),
+        "mimic-cxr-2.1.0-test-set-labeled.csv": b"study_id\n1\n",
+    }
+    mimic = load_script("mimic")
+    jpgs = {mimic.image_path(a, b, c): f"jpeg {c}".encode() * 100
+            for a, b, c in zip(meta.subject_id, meta.study_id, meta.dicom_id)}
+    files = {**tables, **jpgs}
+    for rel, data in files.items():
+        server.files["/mimic/" + rel] = data
+    server.files["/mimic/SHA256SUMS.txt"] = "".join(f"{sha(d)} {r}\n" for r, d in files.items()).encode()
+    return mimic, jpgs
+
+
+def test_mimic_script_needs_credentials_and_says_how_to_get_them(server, tmp_path, monkeypatch, capsys):
+    mimic, _ = serve_mimic(server)
+    monkeypatch.delenv("PHYSIONET_USER", raising=False)
+    rc = mimic.main(["--out", str(tmp_path / "m"), "--base-url", server.url + "/mimic/"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "CITI" in err and "physionet.org/register" in err and "PHYSIONET_USER" in err
+    assert server.log == []
+
+
+def test_mimic_script_fetches_tables_and_frontal_images_with_auth(server, tmp_path, monkeypatch, capsys):
+    from cxrlab.download import basic_auth_header
+
+    mimic, jpgs = serve_mimic(server)
+    server.auth = basic_auth_header("alice", "s3cret")
+    monkeypatch.setenv("PHYSIONET_USER", "alice")
+    monkeypatch.setenv("PHYSIONET_PASSWORD", "wrong")
+    out = tmp_path / "m"
+    rc = mimic.main(["--out", str(out), "--base-url", server.url + "/mimic/"])
+    assert rc == 2 and "access denied" in capsys.readouterr().err
+    monkeypatch.setenv("PHYSIONET_PASSWORD", "s3cret")
+    rc = mimic.main(["--out", str(out), "--base-url", server.url + "/mimic/", "--max-patients", "1"])
+    assert rc == 0
+    got = sorted(str(p.relative_to(out)) for p in out.rglob("*.jpg"))
+    assert got == ["files/p10/p10000032/s50414267/d1.jpg"]          # patient 1, frontal only
+    rc = mimic.main(["--out", str(out), "--base-url", server.url + "/mimic/", "--workers", "2"])
+    got = sorted(str(p.relative_to(out)) for p in out.rglob("*.jpg"))
+    assert rc == 0 and len(got) == 3 and not any("d2" in g for g in got)   # no lateral
+    for rel in got:
+        assert (out / rel).read_bytes() == jpgs[rel]
+    assert mimic.main(["--out", str(out), "--verify-only"]) == 0
+    (out / got[0]).unlink()
+    assert mimic.main(["--out", str(out), "--verify-only"]) == 1
+    assert "1 JPEGs" in capsys.readouterr().out
+
+
+def test_chexmask_script_fetches_original_resolution_csvs(server, tmp_path, capsys):
+    chexmask = load_script("chexmask")
+    header = "Image Index,Dice RCA (Mean),Dice RCA (Max),Landmarks,Left Lung,Right Lung,Heart,Height,Width\n"
+    orig = (header + "00000001_000.png,0.9,0.95,\"1,2\",1 5,9 5,,4,4\n").encode()
+    files = {"OriginalResolution/ChestX-Ray8.csv": orig, "Preprocessed/ChestX-Ray8.csv": b"x",
+             "README.md": b"readme"}
+    for rel, data in files.items():
+        server.files["/cm/" + rel] = data
+    server.files["/cm/SHA256SUMS.txt"] = "".join(f"{sha(d)} {r}\n" for r, d in files.items()).encode()
+    out = tmp_path / "cm"
+    rc = chexmask.main(["--out", str(out), "--datasets", "nih", "--base-url", server.url + "/cm/"])
+    assert rc == 0 and (out / "OriginalResolution" / "ChestX-Ray8.csv").read_bytes() == orig
+    assert not (out / "Preprocessed").exists()
+    assert chexmask.main(["--out", str(out), "--datasets", "nih,chexpert", "--verify-only"]) == 1
+    server.status["/cm2/SHA256SUMS.txt"] = 403
+    rc = chexmask.main(["--out", str(tmp_path / "cm2"), "--base-url", server.url + "/cm2/"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "access denied" in err and "sign in to PhysioNet" in err
+
+
+def test_chexpert_script_unpacks_and_verifies(tmp_path, capsys):
+    chexpert = load_script("chexpert")
+    rels = ["train/patient00001/study1/view1_frontal.jpg", "train/patient00001/study1/view2_lateral.jpg"]
+    arch = tmp_path / "CheXpert-v1.0-small.zip"
+    with zipfile.ZipFile(arch, "w") as zf:
+        zf.writestr("CheXpert-v1.0-small/train.csv",
+                    "Path,Sex\n" + "".join(f"CheXpert-v1.0-small/{r},F\n" for r in rels))
+        zf.writestr("CheXpert-v1.0-small/valid.csv",
+                    "Path,Sex\nCheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg,M\n")
+        for r in rels + ["valid/patient64541/study1/view1_frontal.jpg"]:
+            zf.writestr("CheXpert-v1.0-small/" + r, b"jpeg")
+    root = tmp_path / "chexpert"
+    assert chexpert.main(["--root", str(root)]) == 1
+    assert "Research Use Agreement" in capsys.readouterr().out
+    assert chexpert.main(["--root", str(root), "--archive", str(arch)]) == 0
+    (root / "CheXpert-v1.0-small" / rels[1]).unlink()
+    assert chexpert.main(["--root", str(root)]) == 1
+    assert "1 of 2 images listed in train.csv" in capsys.readouterr().out
+
+
+def test_siim_script_finds_nested_layout_and_missing_dicoms(tmp_path, capsys):
+    siim = load_script("siim")
+    root = tmp_path / "siim"
+    folder = root / "pneumothorax"
+    folder.mkdir(parents=True)
+    (folder / "train-rle.csv").write_text("ImageId, EncodedPixels\n1.2.3,-1\n1.2.4,5 3\n1.2.4,9 2\n1.2.5,-1\n")
+    for uid in ("1.2.3", "1.2.4"):
+        d = folder / "dicom-images-train" / "s" / uid
+        d.mkdir(parents=True)
+        (d / f"{uid}.dcm").write_bytes(b"DICM")
+    assert siim.main(["--root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "3 labelled images" in out and "1 with pneumothorax" in out and "1.2.5.dcm" in out
+    assert str(folder) in out
+    (folder / "dicom-images-train" / "s" / "1.2.4" / "1.2.5.dcm").write_bytes(b"DICM")
+    assert siim.main(["--root", str(root)]) == 0
+    assert siim.main(["--root", str(tmp_path / "empty")]) == 1
+    assert "Kaggle" in capsys.readouterr().out

@@ -83,6 +83,9 @@ def test_attribution_mask_kinds():
     assert mask_coverage(sc) > mask_coverage(ab) and np.all(sc >= ab)
     assert np.array_equal(per, lung_periphery(lung, 0.25))
     assert np.array_equal(attribution_mask("lung", lung=lung), lung)
+    # the default coarse grid is size-independent: 64 px / 16 cells = 4 px blocks
+    assert np.array_equal(attribution_mask("scaled_abnormality", lesion=lesion),
+                          scale_mask(lesion, 4))
     with pytest.raises(ValueError, match="lung masks"):
         attribution_mask("lung_periphery", lesion=lesion)
     with pytest.raises(ValueError, match="lesion masks"):

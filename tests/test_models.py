@@ -1,5 +1,4 @@
 """Backbones: shapes, normalisation, Grad-CAM layers, weight files, and the offline errors."""
-import warnings
 
 import pytest
 import torch
@@ -68,7 +67,9 @@ def test_forward_normalize_and_cam_layer(name):
     if bb.reshape_transform is not None:
         a = bb.reshape_transform(a)
     assert a.ndim == 4 and a.shape[0] == 2 and min(a.shape[2:]) >= 2
-    grad, = torch.autograd.grad(emb.sum(), acts["a"])
+    # (not emb.sum(): a ViT's output passes a LayerNorm, whose outputs always sum to 0)
+    weights = torch.randn(bb.num_features, generator=torch.Generator().manual_seed(0))
+    grad, = torch.autograd.grad((emb * weights).sum(), acts["a"])
     assert grad.abs().sum() > 0
 
 
@@ -126,6 +127,17 @@ def test_weight_file_round_trip(tmp_path, suffix):
     # a folder holding <name>.pth works too
     torch.save(src.model.state_dict(), tmp_path / "tiny_vit.pth")
     assert create_backbone("tiny_vit", weights=tmp_path).fingerprint() == src.fingerprint()
+
+
+def test_backbone_loads_from_a_whole_method_checkpoint(tmp_path):
+    """An engine/SupCon checkpoint holds the backbone beside heads: the backbone part loads."""
+    src = create_backbone("tiny_cnn", seed=4)
+    sd = {f"module.backbone.{k}": v for k, v in src.state_dict().items()}
+    sd["module.head.weight"] = torch.zeros(2, src.num_features)
+    sd["module.projector.0.weight"] = torch.zeros(8, src.num_features)
+    torch.save({"model": sd, "optimizer": {}, "epoch": 2}, tmp_path / "ckpt.pt")
+    bb = create_backbone("tiny_cnn", weights=tmp_path / "ckpt.pt")
+    assert bb.fingerprint() == src.fingerprint()
 
 
 def test_vit_weights_from_another_image_size_are_resampled(tmp_path):

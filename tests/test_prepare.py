@@ -147,13 +147,18 @@ def test_chexpert_and_mimic_prepare(tmp_path):
     root = toy.chexpert_tree(
         tmp_path / "chx", [dict(patient=1, labels={"Pleural Effusion": -1, "Edema": 1}),
                            dict(patient=2, lateral=True), dict(patient=3, file="corrupt")],
-        [dict(patient=64541, labels={"Edema": 1})], size=(96, 80))
+        [dict(patient=64541, labels={"Edema": 1})], size=(300, 260))
     c = prep.prepare("chexpert", root, tmp_path / "chx_out", image_size=SIZE, workers=1,
                      uncertain="ones", verbose=False)
     m = c.manifest
     assert list(m["patient_id"]) == ["patient00001", "patient64541"]
     assert m.loc[0, "Effusion"] == 1 and m.loc[0, "Edema"] == 1 and m.loc[1, "split"] == "test"
     assert c.meta["reader_options"] == {"uncertain": "ones"}
+    # big JPEGs are decoded at a reduced DCT scale: the original size is still recorded, and
+    # the cached image matches a full decode + letterbox up to small resampling differences
+    assert (m.loc[0, "orig_height"], m.loc[0, "orig_width"]) == (300, 260)
+    full = letterbox(np.asarray(Image.open(root / m.loc[0, "path"]).convert("L")), SIZE)
+    assert np.abs(full.astype(int) - c.images[0]).mean() < 4
     assert pd.read_csv(tmp_path / "chx_out" / "skipped.csv")["reason"].tolist() == ["corrupt"]
 
     root = toy.mimic_tree(
@@ -169,6 +174,18 @@ def test_chexpert_and_mimic_prepare(tmp_path):
     assert list(m["split"]) == ["train", "val", "test"]
     assert m.loc[0, "Pneumothorax"] == 1 and np.isnan(m.loc[2, "Atelectasis"])
     assert np.isnan(c.labels("shared7")[1]).all()   # a study without labels stays unknown
+
+
+def test_padchest_16bit_pngs_are_windowed(tmp_path):
+    root = toy.padchest_tree(tmp_path / "pc", [
+        dict(image_id="a.png", patient_id="P1", labels=["pleural effusion"]),
+        dict(image_id="b.png", patient_id="P2", folder=7, file="corrupt")])
+    c = prep.prepare("padchest", root, tmp_path / "out", image_size=SIZE, workers=1,
+                     verbose=False)
+    assert len(c) == 1 and c.manifest.loc[0, "Effusion"] == 1
+    img = c.images[0]
+    inner = img[:, 2:-2]                                    # 64x56 letterboxed: pads left/right
+    assert inner.min() < 30 and inner.max() > 225           # the 12-bit range spread over 0..255
 
 
 def test_leakage_is_refused_before_anything_is_written(tmp_path):
@@ -190,3 +207,13 @@ def test_cli_prepare(tmp_path, capsys):
                    str(tmp_path / "o2")])
     assert rc == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bench_cache_quick():
+    from cxrlab.bench.cache import run
+
+    res = run(quick=True)
+    assert {"cache_vs_decode_ratio", "prepare_parallel_speedup", "cpu_parallel_ceiling"} <= set(res)
+    assert all(isinstance(v, float) and v > 0 for v in res.values())
+    # reading the cache is far faster than decoding PNGs on any machine (target >= 10)
+    assert res["cache_vs_decode_ratio"] >= 10

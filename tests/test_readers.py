@@ -282,6 +282,34 @@ def test_siim_multi_mask_union_and_dicom(tmp_path):
     assert to_uint8(inv).dtype == np.uint8
 
 
+# ----------------------------------------------------------------------------- PadChest
+def test_padchest_layout_labels_views(tmp_path):
+    padchest = get_reader("padchest")
+    rows = [
+        dict(image_id="a.png", patient_id="P1", labels=["laminar atelectasis", "cardiomegaly",
+                                                         "kyphosis"], birth=1950.0,
+             study_date=20150914, sex="M"),
+        dict(image_id="b.png", patient_id="P1", projection="L", labels=["normal"]),
+        dict(image_id="c.png", patient_id="P2", folder=3, projection="AP_horizontal",
+             labels=["normal"]),
+        dict(image_id="d.png", patient_id="P3", labels=["exclude"]),
+        dict(image_id="e.png", patient_id="P4", labels=None),
+    ]
+    root = toy.padchest_tree(tmp_path, rows)
+    m = padchest.read_manifest(root)
+    assert list(m["image_id"]) == ["a.png", "c.png", "e.png"]   # lateral, excluded dropped
+    assert list(m["view"]) == ["PA", "AP_SUPINE", "PA"]
+    assert m.loc[0, "Atelectasis"] == 1 and m.loc[0, "Cardiomegaly"] == 1
+    assert m.loc[0, "Effusion"] == 0 and m.loc[0, "No_Finding"] == 0
+    assert np.isnan(m.loc[0, "Support_Devices"])              # no PadChest term: undefined
+    assert m.loc[1, "No_Finding"] == 1 and m.loc[1, "path"] == "3/c.png"
+    assert m.iloc[2][list(ALL_LABELS)].isna().all()           # no label list: unknown
+    assert m.loc[0, "age"] == 65 and m.loc[0, "sex"] == "M"
+    img = padchest.load_image(root, m.iloc[0])
+    assert img.dtype == np.uint16 and to_uint8(img).dtype == np.uint8
+    assert len(padchest.read_manifest(root, frontal_only=False)) == 4
+
+
 # ----------------------------------------------------------------------------- resize
 def test_letterbox_preserves_aspect_and_masks_stay_binary():
     img = np.full((40, 80), 200, np.uint8)                # wide: pad top and bottom

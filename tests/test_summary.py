@@ -79,10 +79,14 @@ def test_shipped_real_metadata():
     assert nih["No_Finding"].isna().all()         # NIH does not define CheXpert-only labels
     chx = load_shipped_metadata("chexpert", frontal_only=False)
     assert len(chx) == 223_414
-    assert len(load_shipped_metadata("chexpert")) < len(chx)
-    s = manifest_summary(pd.concat([nih, load_shipped_metadata("chexpert")]), labels="shared7")
+    frontal = chx[chx["view"] != "LATERAL"]
+    assert 180_000 < len(frontal) < len(chx)
+    s = manifest_summary(pd.concat([nih, frontal]), labels="shared7")
     assert list(s.prevalence.index) == list(SHARED7)
     assert s.demographics.loc["chexpert", "age_mean"] > s.demographics.loc["nih", "age_mean"]
+    pc = load_shipped_metadata("padchest")
+    assert 100_000 < len(pc) < 160_861 and set(pc["view"]) == {"PA", "AP", "AP_SUPINE"}
+    assert pc["Support_Devices"].isna().all() and pc["Effusion"].notna().mean() > 0.99
     assert shipped_metadata_path("siim").name.endswith(".csv.gz")
     with pytest.raises(KeyError):
         load_shipped_metadata("mimic")

@@ -1,8 +1,9 @@
 """Real metadata with no download: the tables that torchxrayvision ships inside its wheel.
 
 The PyPI package ``torchxrayvision`` carries, in its ``data/`` folder, the full NIH
-``Data_Entry_2017_v2020.csv.gz`` (112,120 images, 30,805 patients) and CheXpert's
-``chexpert_train.csv.gz`` (223,414 images), among others. No images, but enough to *see* the
+``Data_Entry_2017_v2020.csv.gz`` (112,120 images, 30,805 patients), CheXpert's
+``chexpert_train.csv.gz`` (223,414 images) and PadChest's label table (160,861 images, Spain),
+among others. No images, but enough to *see* the
 label and demographic shift between two real hospitals on any laptop.
 
 :func:`load_shipped_metadata` parses them with the very same functions as the NIH and
@@ -11,7 +12,7 @@ CheXpert readers (:func:`cxrlab.data.readers.nih.parse_data_entry`,
 manifest. Two differences from a prepared cache, both because the shipped tables are partial:
 
 * **Splits are stand-ins.** NIH's ``train_val_list.txt`` / ``test_list.txt`` and CheXpert's
-  ``valid.csv`` are not shipped, so ``split`` is a seeded patient-wise hash (70 / 10 / 20 %).
+  ``valid.csv`` are not shipped (PadChest has no official split), so ``split`` is a seeded patient-wise hash (70 / 10 / 20 %).
   Do not compare results on these splits with published ones.
 * **No images**: ``path`` is the path the image would have in the official layout.
 """
@@ -30,7 +31,7 @@ SHIPPED_FILES = {
     "nih_bbox": "BBox_List_2017.csv.gz",
     "padchest": "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz",
 }
-MANIFEST_NAMES = ("nih", "chexpert")
+MANIFEST_NAMES = ("nih", "chexpert", "padchest")
 
 
 def _xrv_data_folder() -> Path:
@@ -58,13 +59,15 @@ def shipped_metadata_path(name: str) -> Path:
 
 @functools.lru_cache(maxsize=8)
 def _load(name: str, uncertain, blank: str, frontal_only: bool, seed: int) -> pd.DataFrame:
-    from cxrlab.data.readers import chexpert, nih
+    from cxrlab.data.readers import chexpert, nih, padchest
     from cxrlab.data.readers._base import finish_manifest, patient_split, read_table
 
     path = shipped_metadata_path(name)
     if name == "nih":
         df = nih.parse_data_entry(read_table(path, nih.TABLE_COLUMNS, "nih"))
         df["path"] = "images/" + df["image_id"]
+    elif name == "padchest":
+        df = padchest.parse_table(padchest.read_padchest_table(path), frontal_only=frontal_only)
     else:
         df = chexpert.parse_table(read_table(path, chexpert.TABLE_COLUMNS, "chexpert"),
                                   uncertain=uncertain, blank=blank, frontal_only=frontal_only)
@@ -74,9 +77,10 @@ def _load(name: str, uncertain, blank: str, frontal_only: bool, seed: int) -> pd
 
 def load_shipped_metadata(name: str, *, uncertain: str = "ignore", blank: str = "zeros",
                           frontal_only: bool = True, seed: int = 0) -> pd.DataFrame:
-    """The real NIH (``"nih"``) or CheXpert (``"chexpert"``) metadata as a manifest-shaped
-    DataFrame (no images). ``uncertain`` / ``blank`` / ``frontal_only`` apply to CheXpert as in
-    :func:`cxrlab.data.readers.chexpert.read_manifest`; NIH keeps all views and images.
+    """The real NIH (``"nih"``), CheXpert (``"chexpert"``) or PadChest (``"padchest"``)
+    metadata as a manifest-shaped DataFrame (no images). ``uncertain`` / ``blank`` apply to
+    CheXpert as in :func:`cxrlab.data.readers.chexpert.read_manifest`; ``frontal_only`` to
+    CheXpert and PadChest; NIH keeps all views and images.
 
     >>> nih = load_shipped_metadata("nih"); len(nih)
     112120

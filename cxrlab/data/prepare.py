@@ -55,6 +55,17 @@ RESIZE_NOTE = ("letterbox: longer side scaled to image_size (PIL LANCZOS, reduci
 
 
 # ----------------------------------------------------------------------------- worker side
+def _original_shape(root, row, raw: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the original file: JPEGs may have been decoded at a reduced scale."""
+    path = str(row.get("path", ""))
+    if path.lower().endswith((".jpg", ".jpeg")):
+        from PIL import Image
+
+        with Image.open(Path(root) / path) as im:
+            return im.size[1], im.size[0]
+    return raw.shape[0], raw.shape[1]
+
+
 def _process_chunk(task):
     """Decode + letterbox one chunk of rows (runs in a worker process)."""
     dataset, root, size, items = task
@@ -70,7 +81,7 @@ def _process_chunk(task):
     for j, (_, row) in enumerate(items):
         try:
             raw = reader.load_image(root, row, size_hint=2 * size)
-            shapes[j] = raw.shape[:2]
+            shapes[j] = _original_shape(root, row, raw)
             images[j] = letterbox(raw, size)
             if with_masks:
                 m = reader.load_masks(root, row, raw.shape[:2])
@@ -146,6 +157,14 @@ def _chunks(rows: np.ndarray, size: int):
         yield rows[s:s + size]
 
 
+def available_cores() -> int:
+    """Cores this process may run on (respects taskset / container CPU sets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def _pool_context():
     if sys.platform.startswith("linux"):
         return mp.get_context("fork")  # workers start in ms and inherit the imports
@@ -153,11 +172,12 @@ def _pool_context():
 
 
 def prepare(dataset: str, root, out, image_size: int = 224, workers: int | None = None,
-            limit: int | None = None, *, chunk_size: int = 32, overwrite: bool = False,
+            limit: int | None = None, *, chunk_size: int | None = None, overwrite: bool = False,
             verbose: bool = True, **reader_options) -> Cache:
     """Read ``dataset`` from ``root`` (official layout) and write a cache to ``out``.
 
-    ``workers``: processes (None -> all cores, 1 -> in this process). ``limit``: only that
+    ``workers``: processes (None -> every core this process may use, 1 -> in this process).
+    ``chunk_size``: images per task (None -> up to 32, small enough to keep every worker busy). ``limit``: only that
     many images (whole patients in a seeded order, so every split is represented): for a
     first try. ``reader_options`` go to the reader (e.g. ``views="PA"`` for NIH,
     ``uncertain="ones"`` for CheXpert/MIMIC). Returns the finished :class:`Cache`.
@@ -167,10 +187,10 @@ def prepare(dataset: str, root, out, image_size: int = 224, workers: int | None 
     root, out = Path(root), Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; pass a folder (it will be created)")
-    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    workers = available_cores() if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
     manifest = reader.read_manifest(root, **reader_options)
@@ -276,6 +296,8 @@ def _decode(dataset, root, size, manifest, pending, writer, status, shapes, stag
             chunk_size) -> None:
     if not len(pending):
         return
+    if chunk_size is None:  # >= 4 tasks per worker for balance, <= 32 images per task
+        chunk_size = int(np.clip(len(pending) // (4 * workers), 1, 32))
     keep = ["image_id", "path"] + [c for c in manifest.columns if c.startswith("_")]
     records = manifest[keep].to_dict("records")
     tasks = ((dataset, str(root), size, [(int(i), records[i]) for i in rows])

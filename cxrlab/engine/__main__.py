@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=float, default=None)
     p.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
     p.add_argument("--monitor", default=None, help="validation metric to keep best.pt by (e.g. auc_macro)")
+    p.add_argument("--monitor-mode", default="max", choices=["max", "min"])
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--keep-epochs", action="store_true")
     p.add_argument("--no-resume", action="store_true", help="start over, deleting --out's checkpoints")
@@ -66,7 +67,9 @@ def make_backbone(spec: str, *, pretrained: bool, weights, image_size: int, seed
                            seed=seed)
 
 
-def main(argv=None) -> int:
+def main(argv=None, cleanup: bool = True) -> int:
+    """Parse ``argv`` and train. ``cleanup=False`` keeps the process group for another run
+    in the same torchrun program."""
     args = build_parser().parse_args(argv)
     from cxrlab.config import get_profile
     from cxrlab.data.cache import open_cache
@@ -104,7 +107,8 @@ def main(argv=None) -> int:
             weight_decay=args.weight_decay, seed=args.seed, out_dir=args.out,
             device=args.device or prof.device, precision=precision, compile=args.compile,
             num_workers=prof.num_workers if args.num_workers is None else args.num_workers,
-            val_fn=val_fn, monitor=args.monitor if val_fn else None, log_every=args.log_every,
+            val_fn=val_fn, monitor=args.monitor if val_fn else None,
+            monitor_mode=args.monitor_mode, log_every=args.log_every,
             schedule=args.schedule, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip,
             optimizer=args.optimizer, resume=not args.no_resume, keep_epochs=args.keep_epochs,
             verbose=not args.quiet,
@@ -115,7 +119,8 @@ def main(argv=None) -> int:
                               "images_seen": result.images_seen, "final": result.final,
                               "best_epoch": result.best_epoch}, default=str))
     finally:
-        D.cleanup()
+        if cleanup:
+            D.cleanup()
     return 0
 
 

@@ -126,6 +126,7 @@ def fit(algorithm, train_data, *, epochs: int, batch_size: int, lr: float,
         weight_decay: float = 0.0, seed: int = 0, out_dir, device: str = "auto",
         precision: str = "fp32", compile: bool | str = False, num_workers: int = 0,
         val_fn: Callable[[Any], dict] | None = None, monitor: str | None = None,
+        monitor_mode: str = "max",
         log_every: int | None = 50, schedule: str = "cosine", warmup_steps: int = 0,
         grad_clip: float | None = None, optimizer: str = "adamw", resume: bool = True,
         keep_epochs: bool = False,
@@ -150,7 +151,9 @@ def fit(algorithm, train_data, *, epochs: int, batch_size: int, lr: float,
     num_workers: DataLoader worker processes (Dataset inputs only).
     val_fn: ``val_fn(algorithm) -> {name: float}`` after every epoch (e.g.
         :func:`cxrlab.engine.evaluate.make_val_fn` on the *source* validation split).
-    monitor: a key of ``val_fn``'s result (higher is better): the best epoch is kept in ``best.pt``.
+    monitor, monitor_mode: a key of ``val_fn``'s result and whether higher ("max", e.g.
+        ``auc_macro``) or lower ("min", e.g. ``loss``) is better: the best epoch is kept in
+        ``best.pt``.
     log_every: record the mean loss every this many steps in ``TrainResult.steps`` (and check
         for NaN at least this often on GPU; on CPU every step is checked).
     schedule, warmup_steps: "cosine" (to 0 at the end) or "constant", after a linear warm-up.
@@ -163,6 +166,8 @@ def fit(algorithm, train_data, *, epochs: int, batch_size: int, lr: float,
     verbose: print one line per epoch (rank 0).
     """
     _validate(epochs, batch_size, lr, weight_decay, schedule, log_every, grad_clip)
+    if monitor_mode not in ("max", "min"):
+        raise ValueError(f"monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     optimizer_name = optimizer
@@ -198,11 +203,13 @@ def fit(algorithm, train_data, *, epochs: int, batch_size: int, lr: float,
         "algorithm": algorithm.name, "algorithm_class": type(algorithm).__qualname__,
         "hparams": algorithm.hparams, "num_labels": algorithm.num_labels,
         "backbone": getattr(algorithm.backbone, "name", type(algorithm.backbone).__name__),
+        "backbone_weights": getattr(algorithm.backbone, "weights_id", None),
         "n_parameters": sum(p.numel() for p in algorithm.parameters()),
         "epochs": epochs, "batch_size": batch_size, "lr": float(lr),
         "weight_decay": float(weight_decay), "seed": int(seed), "precision": precision,
         "schedule": schedule, "warmup_steps": int(warmup_steps),
         "grad_clip": None if grad_clip is None else float(grad_clip), "optimizer": optimizer_name,
+        "monitor": monitor, "monitor_mode": monitor_mode,
         "world_size": info.world_size, "n_train": len(batches), "data": fingerprint(batches),
     }
     chash = config_hash(config)
@@ -299,7 +306,9 @@ def fit(algorithm, train_data, *, epochs: int, batch_size: int, lr: float,
                 raise KeyError(f"monitor={monitor!r} but val_fn returned "
                                f"{sorted(k for k in record if k.startswith('val_'))}")
             value = record[key]
-            if np.isfinite(value) and (best_value is None or value > best_value):
+            better = (best_value is None or (value > best_value if monitor_mode == "max"
+                                             else value < best_value))
+            if np.isfinite(value) and better:
                 best_epoch, best_value, improved = epoch, float(value), True
         history.append(record)
 
@@ -328,6 +337,7 @@ def fit(algorithm, train_data, *, epochs: int, batch_size: int, lr: float,
             if on_epoch_end is not None:
                 on_epoch_end(dict(record))
 
+    algorithm.eval()  # ready to predict; fit() puts it back in train mode when called again
     return TrainResult(
         history=history, steps=steps, out_dir=out, last_path=last,
         best_path=(out / BEST) if best_epoch is not None else None, best_epoch=best_epoch,

@@ -8,6 +8,7 @@ Every method is an :class:`~cxrlab.methods.base.Algorithm` with one training int
 """
 from cxrlab.methods.base import Algorithm, HParamError
 from cxrlab.methods.registry import ALGORITHMS, create_algorithm, get_algorithm, register_algorithm
+from cxrlab.methods.supcon_method import PretrainOnlyError
 
-__all__ = ["ALGORITHMS", "Algorithm", "HParamError", "create_algorithm", "get_algorithm",
-           "register_algorithm"]
+__all__ = ["ALGORITHMS", "Algorithm", "HParamError", "PretrainOnlyError", "create_algorithm",
+           "get_algorithm", "register_algorithm"]

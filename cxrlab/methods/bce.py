@@ -72,9 +72,6 @@ class BCEProbe(_BCEBase):
         self.backbone.eval()  # frozen means frozen: no batch-norm statistics update either
         return self
 
-    def compile_targets(self):
-        return [self.backbone]
-
     def training_step(self, batch: dict, step: int) -> dict:
         with torch.no_grad():
             feats = self.features(batch["image"])

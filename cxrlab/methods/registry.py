@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Mapping
 
+import torch
 from torch import nn
 
 from cxrlab.methods.base import Algorithm
@@ -55,6 +56,16 @@ def get_algorithm(name: str) -> type[Algorithm]:
 
 
 def create_algorithm(name: str, backbone: nn.Module, num_labels: int,
-                     hparams: Mapping[str, Any] | None = None) -> Algorithm:
-    """``get_algorithm(name)(backbone, num_labels, hparams)``."""
-    return get_algorithm(name)(backbone, num_labels, hparams)
+                     hparams: Mapping[str, Any] | None = None, seed: int | None = 0) -> Algorithm:
+    """``get_algorithm(name)(backbone, num_labels, hparams)``, with the new heads initialised
+    from ``seed`` (without touching the global random state; ``None``: from the global state).
+
+    Like ``create_backbone(..., seed=)``, this makes two processes build the same model, which
+    is what lets a killed run and its resumption be compared with an uninterrupted one.
+    """
+    cls = get_algorithm(name)
+    if seed is None:
+        return cls(backbone, num_labels, hparams)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return cls(backbone, num_labels, hparams)

@@ -233,38 +233,44 @@ class SupConLoss(nn.Module):
             return loss_sum * (world if (self.gather and world > 1) else 1) / n_global_anchors
 
     def _loss_sum(self, z, z_all, offset, labels, lab_all) -> torch.Tensor:
-        """Sum of l_i over the local anchors (rows of ``z``) against all views of ``z_all``."""
+        """Sum of l_i over the local anchors (views of ``z``) against all views of ``z_all``.
+
+        Only the denominator needs the full [anchors x contrast] logit matrix. The numerator
+        sum_p w_ip s_ip is linear in the contrast vectors, so it is computed per *image*:
+        with w_img[b, b'] the image-pair weight (1 for b' = b) and zsum[b'] the sum of image
+        b''s views, sum_p w_ip z_i.z_p = z_i . (w_img @ zsum)[b] - z_i.z_i (drop self), and
+        sum_p w_ip = V * w_img[b].sum() - 1. That saves several passes over the big matrix.
+        """
         B, V, D = z.shape
         Bg = z_all.shape[0]
+        dev = z.device
         # anchors and contrast set, view-major like the reference (view 0 of all images, ...)
         anchors = z.transpose(0, 1).reshape(V * B, D)
         contrast = z_all.transpose(0, 1).reshape(V * Bg, D)
-        logits = anchors @ contrast.T / self.temperature  # [V*B, V*Bg]
+        logits = (anchors / self.temperature) @ contrast.T  # [V*B, V*Bg]
 
-        img_a = torch.arange(B, device=z.device).repeat(V) + offset  # global image id per anchor
-        img_c = torch.arange(Bg, device=z.device).repeat(V)
-        view_a = torch.arange(V, device=z.device).repeat_interleave(B)
-        view_c = torch.arange(V, device=z.device).repeat_interleave(Bg)
-        same_img = img_a[:, None] == img_c[None, :]
-        is_self = same_img & (view_a[:, None] == view_c[None, :])
+        # denominator: log-sum-exp over A(i) = all views but i itself. The self entry gets a
+        # large *finite* negative value so gradients stay finite even when A(i) is empty.
+        rows = torch.arange(V * B, device=dev)
+        self_cols = torch.arange(V, device=dev).repeat_interleave(B) * Bg \
+            + torch.arange(B, device=dev).repeat(V) + offset
+        neg_big = torch.tensor(torch.finfo(logits.dtype).min / 4, dtype=logits.dtype, device=dev)
+        masked = logits.index_put((rows, self_cols), neg_big.expand(V * B))
+        lse = torch.logsumexp(masked, dim=1)  # [V*B]
 
+        # image-pair weights: label rule, then the image itself (its other views) weight 1
         w_img = positive_weights(labels, lab_all, self.positives)  # [B, Bg] or None
         if w_img is None:
-            w = torch.zeros_like(logits)
-        else:
-            w = w_img.repeat(V, V)
-        w = torch.where(same_img, torch.ones_like(w), w)  # own other views: always positive
-        w = w.masked_fill(is_self, 0.0)
-
-        # log-softmax over A(i) = everything but self; a finite fill keeps gradients finite
-        # even when A(i) is empty (a batch of one image with one view)
-        neg_big = torch.finfo(logits.dtype).min / 4
-        masked = logits.masked_fill(is_self, neg_big)
-        log_prob = masked - torch.logsumexp(masked, dim=1, keepdim=True)
-        w_sum = w.sum(1)
-        has_pos = w_sum > 0
-        pos_term = torch.where(w > 0, w * log_prob, torch.zeros_like(log_prob)).sum(1)
-        mean_log_prob_pos = pos_term / w_sum.clamp_min(1e-12)
+            w_img = torch.zeros(B, Bg, dtype=z.dtype, device=dev)
+        w_img = w_img.to(z.dtype).index_put(
+            (torch.arange(B, device=dev), torch.arange(B, device=dev) + offset),
+            torch.ones((), dtype=z.dtype, device=dev))
+        pooled = w_img @ z_all.sum(1)  # [B, D]: weighted sum of all positive views (+ self)
+        pooled = pooled.repeat(V, 1)  # row (v, b) -> image b
+        pos_dot = ((pooled - anchors) * anchors).sum(1) / self.temperature  # sum_p w_ip s_ip
+        w_sum = V * w_img.sum(1).repeat(V) - 1.0  # sum_p w_ip
+        has_pos = w_sum > 1e-9
+        mean_log_prob_pos = pos_dot / w_sum.clamp_min(1e-9) - lse
         per_anchor = -(self.temperature / self.base_temperature) * mean_log_prob_pos
         per_anchor = torch.where(has_pos, per_anchor, torch.zeros_like(per_anchor))
         return per_anchor.sum()

@@ -73,5 +73,6 @@ class SupConPretrain(Algorithm):
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         raise PretrainOnlyError(
             "SupConPretrain learns an encoder, not a classifier: it has no label predictions. "
-            "Freeze the pre-trained encoder (algorithm.encoder) and train the linear probe on "
-            "its features with cxrlab.probe, then predict with the probe.")
+            "Freeze the pre-trained encoder (algorithm.encoder), embed the images with "
+            "cxrlab.embeddings.extract_embeddings and fit the linear probe with "
+            "cxrlab.probe.train_linear_probe; predict with the probe.")

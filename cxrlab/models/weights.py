@@ -105,12 +105,23 @@ def read_state_dict(path: Path, allow_pickle: bool = False) -> dict[str, torch.T
     return obj
 
 
-def _strip_prefix(sd: dict, expected: set[str]) -> dict:
-    """Remove wrapper prefixes (``module.`` from DDP, ``model.`` from a saved Backbone)."""
-    for prefix in ("module.", "model.", "backbone.model.", "backbone."):
-        if sd and all(k.startswith(prefix) for k in sd) and not any(k.startswith(prefix) for k in expected):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-    return sd
+#: wrappers a backbone's keys may sit under: DDP ("module."), a saved Backbone ("model."),
+#: a whole method / engine checkpoint ("backbone.model.", with its heads beside it)
+_PREFIXES = ("", "module.", "model.", "backbone.", "backbone.model.", "module.backbone.model.",
+             "module.model.", "encoder.")
+
+
+def _backbone_view(sd: dict, expected: set[str]) -> tuple[dict, list[str]]:
+    """The part of ``sd`` that belongs to the network: under the prefix whose stripped keys
+    match the most expected keys. Returns (that part, prefix-less; keys left outside it)."""
+    def hits(p):
+        return sum(1 for k in sd if k.startswith(p) and k[len(p):] in expected)
+
+    best = max(_PREFIXES, key=hits)  # ties keep the earlier (shorter) prefix
+    if not best:
+        return sd, []
+    inside = {k[len(best):]: v for k, v in sd.items() if k.startswith(best)}
+    return inside, sorted(k for k in sd if not k.startswith(best))
 
 
 def load_state_dict_into(backbone, sd: dict[str, torch.Tensor], strict: bool = True,
@@ -118,13 +129,15 @@ def load_state_dict_into(backbone, sd: dict[str, torch.Tensor], strict: bool = T
     """Load ``sd`` into ``backbone.model``: strip wrappers and classifier keys, apply the
     backbone's filter (e.g. ViT position-embedding resampling), check keys and shapes.
 
-    Returns ``{"missing": [...], "unexpected": [...], "dropped_head": [...]}``. With
+    Returns ``{"missing": [...], "unexpected": [...], "dropped_head": [...],
+    "ignored_outside_backbone": [...]}`` (keys of other modules of a whole-method checkpoint,
+    e.g. a SupCon projection head beside ``backbone.model.*``). With
     ``strict=True`` any missing/unexpected key or shape mismatch raises
     :class:`WeightsMismatchError` naming them; otherwise they are warned about.
     """
     model = backbone.model
     expected = model.state_dict()
-    sd = _strip_prefix(dict(sd), set(expected))
+    sd, outside = _backbone_view(dict(sd), set(expected))
     dropped = [k for k in sd if k not in expected and k.startswith(HEAD_PREFIXES)]
     sd = {k: v for k, v in sd.items() if k not in dropped}
     if backbone.state_dict_filter is not None:
@@ -149,7 +162,8 @@ def load_state_dict_into(backbone, sd: dict[str, torch.Tensor], strict: bool = T
         warnings.warn(msg, stacklevel=3)
         sd = {k: v for k, v in sd.items() if k in expected and sd[k].shape == expected[k].shape}
     model.load_state_dict(sd, strict=False)
-    return {"missing": missing, "unexpected": unexpected, "dropped_head": dropped}
+    return {"missing": missing, "unexpected": unexpected, "dropped_head": dropped,
+            "ignored_outside_backbone": outside}
 
 
 def load_weights_file(backbone, weights, strict: bool = True, allow_pickle: bool = False) -> dict:

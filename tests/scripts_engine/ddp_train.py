@@ -1,9 +1,11 @@
-"""Run ``python -m cxrlab.engine`` (the same ``main``) recording which process writes files.
+"""Run ``python -m cxrlab.engine``'s ``main`` once per argument group, recording which
+process writes files.
 
 Started by tests/test_ddp_engine.py both under ``torchrun --nproc_per_node=2`` and as a
 single process. Every atomic write (checkpoints, history.json) is appended to
 ``<log_dir>/writes_rank<r>.txt``, so the test can check that only rank 0 writes.
-Usage: ddp_train.py LOG_DIR -- <arguments of python -m cxrlab.engine>
+
+Usage: ddp_train.py LOG_DIR -- <engine arguments> [--- <engine arguments of a 2nd run> ...]
 """
 import os
 import sys
@@ -19,7 +21,7 @@ import cxrlab.io  # noqa: E402
 from cxrlab.engine.__main__ import main  # noqa: E402
 
 log_dir = Path(sys.argv[1])
-assert sys.argv[2] == "--"
+assert sys.argv[2] == "--", "usage: ddp_train.py LOG_DIR -- ARGS [--- ARGS ...]"
 rank = int(os.environ.get("RANK", "0"))
 _atomic_path = cxrlab.io.atomic_path
 
@@ -34,4 +36,13 @@ def recording_atomic_path(path):
 
 cxrlab.io.atomic_path = recording_atomic_path
 torch.set_num_threads(1)
-sys.exit(main(sys.argv[3:]))
+groups, cur = [], []
+for a in sys.argv[3:]:
+    if a == "---":
+        groups.append(cur)
+        cur = []
+    else:
+        cur.append(a)
+groups.append(cur)
+for i, g in enumerate(groups):
+    main(g, cleanup=i == len(groups) - 1)

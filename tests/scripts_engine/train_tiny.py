@@ -1,4 +1,5 @@
-"""A small training run for tests/test_engine.py, started as a subprocess (and killed).
+"""A small training run for tests/test_engine.py, started as a subprocess (and killed), or
+called in-process through :func:`run`.
 
 Prints ``EPOCH_DONE <e>`` after each epoch's checkpoint is written, ``RESUMED_FROM <k>`` and
 ``FINISHED`` at the end. With ``--slow-from E`` every step of epochs >= E prints
@@ -22,6 +23,32 @@ from cxrlab.methods import create_algorithm  # noqa: E402
 from cxrlab.models import create_backbone  # noqa: E402
 
 
+def run(cache_path, out, epochs=4, batch_size=16, slow_from=0, say=print):
+    """BCE fine-tune (with random augmentation) of tiny_cnn on the cache's train split,
+    validated on its val split; returns fit's TrainResult."""
+    cache = open_cache(cache_path)
+    train = CacheDataset(cache, cache.select("train"), "shared7")
+    val = CacheDataset(cache, cache.select("val"), "shared7")
+    alg = create_algorithm("bce_finetune", create_backbone("tiny_cnn", image_size=32, seed=0),
+                           len(SHARED7), {"augment": "default"}, seed=0)
+    spe = len(train) // batch_size
+    if slow_from:
+        step_fn = alg.training_step
+
+        def slow_step(batch, step):
+            epoch = step // spe + 1
+            if epoch >= slow_from:
+                say(f"STEP {epoch} {step}")
+                time.sleep(0.2)
+            return step_fn(batch, step)
+
+        alg.training_step = slow_step
+    return fit(alg, train, epochs=epochs, batch_size=batch_size, lr=3e-3, seed=7,
+               out_dir=out, device="cpu", val_fn=make_val_fn(val, label_names=SHARED7),
+               monitor="auc_macro", log_every=2, verbose=False,
+               on_epoch_end=lambda rec: say(f"EPOCH_DONE {rec['epoch']}"))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--cache", required=True)
@@ -31,28 +58,8 @@ def main():
     p.add_argument("--slow-from", type=int, default=0)
     a = p.parse_args()
     torch.set_num_threads(1)
-
-    cache = open_cache(a.cache)
-    train = CacheDataset(cache, cache.select("train"), "shared7")
-    val = CacheDataset(cache, cache.select("val"), "shared7")
-    alg = create_algorithm("bce_finetune", create_backbone("tiny_cnn", image_size=32, seed=0),
-                           len(SHARED7), {"augment": "default"})
-    spe = len(train) // a.batch_size
-    if a.slow_from:
-        step_fn = alg.training_step
-
-        def slow_step(batch, step):
-            epoch = step // spe + 1
-            if epoch >= a.slow_from:
-                print(f"STEP {epoch} {step}", flush=True)
-                time.sleep(0.2)
-            return step_fn(batch, step)
-
-        alg.training_step = slow_step
-    res = fit(alg, train, epochs=a.epochs, batch_size=a.batch_size, lr=3e-3, seed=7,
-              out_dir=a.out, device="cpu", val_fn=make_val_fn(val, label_names=SHARED7),
-              monitor="auc_macro", log_every=2, verbose=False,
-              on_epoch_end=lambda rec: print(f"EPOCH_DONE {rec['epoch']}", flush=True))
+    res = run(a.cache, a.out, a.epochs, a.batch_size, a.slow_from,
+              say=lambda s: print(s, flush=True))
     print(f"RESUMED_FROM {res.resumed_from}", flush=True)
     print("FINISHED", flush=True)
 

@@ -28,6 +28,7 @@ READERS = {
     "chexpert": "cxrlab.data.readers.chexpert",
     "mimic": "cxrlab.data.readers.mimic",
     "siim": "cxrlab.data.readers.siim",
+    "padchest": "cxrlab.data.readers.padchest",
 }
 
 

@@ -118,7 +118,7 @@ def patient_split(patient_ids: pd.Series, val_fraction: float = 0.1, test_fracti
         raise ValueError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be "
                          "in [0, 1) and sum to less than 1")
     pids = patient_ids.astype(str)
-    uniq = pd.unique(pids)
+    uniq = pd.unique(pids).tolist()
     u = unit_hash(uniq, seed)
     split = np.where(u < test_fraction, "test",
                      np.where(u < test_fraction + val_fraction, "val", "train"))
@@ -126,20 +126,53 @@ def patient_split(patient_ids: pd.Series, val_fraction: float = 0.1, test_fracti
     return pids.map(lookup).to_numpy(dtype=object)
 
 
-def parse_age(values: pd.Series) -> pd.Series:
-    """Ages as float years; accepts 57, "057Y" (DICOM/old NIH), "6M"; implausible (>120) -> NaN."""
-    s = values.astype("string").str.strip().str.upper()
+def map_unique(values: pd.Series, func) -> pd.Series:
+    """Apply a Series -> Series function to the *distinct* values only (ages, sexes and views
+    repeat a lot: 100x faster on the 223k-row CheXpert table). Missing stays missing."""
+    codes, uniq = pd.factorize(pd.Series(values), use_na_sentinel=True)
+    mapped = func(pd.Series(uniq, dtype=object)).to_numpy(dtype=object)
+    out = np.empty(len(codes), dtype=object)
+    out[:] = np.nan
+    ok = codes >= 0
+    out[ok] = mapped[codes[ok]]
+    return pd.Series(out, index=getattr(values, "index", None))
+
+
+def _parse_age(s: pd.Series) -> pd.Series:
+    s = s.astype("string").str.strip().str.upper()
     num = pd.to_numeric(s.str.extract(r"^(\d+(?:\.\d+)?)", expand=False), errors="coerce")
     unit = s.str.extract(r"\d\s*([YMWD])$", expand=False)
     factor = unit.map({"Y": 1.0, "M": 1 / 12, "W": 1 / 52, "D": 1 / 365}).astype(float).fillna(1.0)
-    age = num.astype(float) * factor.to_numpy()
+    return num.astype(float) * factor.to_numpy()
+
+
+def parse_age(values: pd.Series) -> pd.Series:
+    """Ages as float years; accepts 57, "057Y" (DICOM/old NIH), "6M"; implausible (>120) -> NaN."""
+    values = pd.Series(values)
+    if pd.api.types.is_numeric_dtype(values):
+        age = values.astype(float)
+    else:
+        age = map_unique(values, _parse_age).astype(float)
     return age.where((age >= 0) & (age <= 120)).astype(float)
+
+
+def _parse_sex(s: pd.Series) -> pd.Series:
+    s = s.astype("string").str.strip().str.upper().str[:1]
+    return s.where(s.isin(["M", "F"])).astype(object)
 
 
 def parse_sex(values: pd.Series) -> pd.Series:
     """"M"/"F" (from M, F, Male, Female, any case); anything else (Unknown, O, blank) -> NaN."""
-    s = values.astype("string").str.strip().str.upper().str[:1]
-    return s.where(s.isin(["M", "F"])).astype(object)
+    return map_unique(values, _parse_sex)
+
+
+def clean_upper(values: pd.Series, missing: str = "UNKNOWN") -> pd.Series:
+    """Stripped upper-case strings (views), ``missing`` for blank / NaN."""
+    def f(s):
+        s = s.astype("string").str.strip().str.upper()
+        return s.where(s != "", missing).astype(object)
+    out = map_unique(values, f)
+    return out.where(out.notna(), missing)
 
 
 def empty_labels(n: int) -> pd.DataFrame:

@@ -43,8 +43,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from cxrlab.data.readers._base import (DataLayoutError, check_choice, find_file, finish_manifest,
-                                       normalise_views, parse_age, parse_sex, patient_split,
+from cxrlab.data.readers._base import (DataLayoutError, check_choice, clean_upper, find_file,
+                                       finish_manifest, normalise_views, parse_age, parse_sex, patient_split,
                                        read_table, require_root)
 from cxrlab.data.readers._image import load_raster
 from cxrlab.labels import LABEL_MAP
@@ -101,19 +101,24 @@ def parse_table(table: pd.DataFrame, *, uncertain="ignore", blank: str = "zeros"
     missing = [c for c in TABLE_COLUMNS if c not in table.columns]
     if missing:
         raise DataLayoutError(f"chexpert: table lacks column(s) {missing}")
+    frontal = (clean_upper(table["Frontal/Lateral"]) == "FRONTAL").to_numpy()
     if frontal_only:
-        table = table[table["Frontal/Lateral"].astype(str).str.strip().str.lower() == "frontal"]
+        table = table[frontal]
+        frontal = frontal[frontal]
     table = table.reset_index(drop=True)
     path = table["Path"].astype(str).str.strip()
-    patient = path.str.extract(r"(patient\d+)", expand=False)
-    if patient.isna().any():
-        raise DataLayoutError(f"chexpert: Path values without a patientNNNNN folder, e.g. "
-                              f"{path[patient.isna()].head(3).tolist()}")
-    image_id = path.str.extract(r"(patient\d+/study\d+/[^/]+?)(?:\.jpg|\.png)?$", expand=False)
-    frontal = table["Frontal/Lateral"].astype(str).str.strip().str.lower() == "frontal"
-    ap_pa = table["AP/PA"].astype("string").str.strip().str.upper().fillna("UNKNOWN")
+    # .../patient00001/study1/view1_frontal.jpg -> image id "patient00001/study1/view1_frontal"
+    tails = [p.rsplit("/", 3)[-3:] for p in path.tolist()]
+    bad = [p for p, t in zip(path.tolist(), tails)
+           if len(t) != 3 or not t[0].startswith("patient") or not t[1].startswith("study")]
+    if bad:
+        raise DataLayoutError(f"chexpert: Path values not of the form "
+                              f".../patientNNNNN/studyN/viewN_frontal.jpg, e.g. {bad[:3]}")
+    patient = pd.Series([t[0] for t in tails])
+    image_id = pd.Series([f"{t[0]}/{t[1]}/{t[2].rsplit('.', 1)[0]}" for t in tails])
+    ap_pa = clean_upper(table["AP/PA"])
     out = pd.DataFrame({
-        "image_id": image_id.fillna(path).to_numpy(),
+        "image_id": image_id.to_numpy(),
         "patient_id": patient.to_numpy(),
         "domain": domain,
         "age": parse_age(table["Age"]).to_numpy(),

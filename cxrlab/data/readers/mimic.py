@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrlab.data.readers._base import (DataLayoutError, FRONTAL_VIEWS, find_file, finish_manifest,
+from cxrlab.data.readers._base import (DataLayoutError, FRONTAL_VIEWS, clean_upper, find_file,
+                                       finish_manifest,
                                        normalise_views, parse_age, parse_sex, read_table,
                                        require_root)
 from cxrlab.data.readers._image import load_raster
@@ -77,13 +78,13 @@ def read_manifest(root, *, uncertain="ignore", blank: str = "zeros", frontal_onl
     canon[["subject_id", "study_id"]] = lab[["subject_id", "study_id"]]
     df = df.merge(canon, on=["subject_id", "study_id"], how="left")  # no label row -> NaN
 
-    view = df["ViewPosition"].astype("string").str.strip().str.upper().fillna("UNKNOWN")
+    view = clean_upper(df["ViewPosition"])
     out = pd.DataFrame({
         "image_id": df["dicom_id"],
         "patient_id": df["subject_id"].astype(str),
         "split": df["split"].astype(str).map(SPLIT_NAMES),
         "domain": domain,
-        "view": view.replace("", "UNKNOWN").to_numpy(dtype=object),
+        "view": view.to_numpy(dtype=object),
         "path": [image_path(a, b, c) for a, b, c in
                  zip(df["subject_id"], df["study_id"], df["dicom_id"])],
         "study_id": df["study_id"].astype(str),

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrlab.data.readers._base import (DataLayoutError, check_choice, find_file, finish_manifest,
+from cxrlab.data.readers._base import (DataLayoutError, check_choice, clean_upper, find_file,
+                                       finish_manifest, map_unique,
                                        normalise_views, parse_age, parse_sex, patient_split,
                                        read_table, require_root)
 from cxrlab.data.readers._image import load_raster
@@ -56,27 +57,37 @@ def parse_data_entry(table: pd.DataFrame, domain: str = NAME) -> pd.DataFrame:
     missing = [c for c in TABLE_COLUMNS if c not in table.columns]
     if missing:
         raise DataLayoutError(f"nih: Data_Entry table lacks column(s) {missing}")
-    findings = table["Finding Labels"].fillna("").astype(str)
+    # ~800 distinct combinations among 112k rows: parse each combination once
+    codes, combos = pd.factorize(table["Finding Labels"].fillna("").astype(str))
     known = set(NIH14) | {"No Finding", ""}
-    names = findings.str.split("|").explode().str.strip()
-    unknown = sorted(set(names.unique()) - known)
-    if unknown:
-        raise DataLayoutError(f"nih: unknown finding name(s) {unknown[:10]} in 'Finding Labels'; "
-                              f"expected {list(NIH14)} or 'No Finding'")
+    onehot = np.zeros((len(combos), len(NIH14)), dtype=np.float32)
+    for i, combo in enumerate(combos):
+        names = {x.strip() for x in str(combo).split("|")}
+        unknown = sorted(names - known)
+        if unknown:
+            raise DataLayoutError(f"nih: unknown finding name(s) {unknown} in 'Finding Labels' "
+                                  f"({combo!r}); expected {list(NIH14)} or 'No Finding'")
+        onehot[i] = [name in names for name in NIH14]
     out = pd.DataFrame({
         "image_id": table["Image Index"].astype(str).str.strip(),
-        "patient_id": table["Patient ID"].astype(str).str.strip().str.lstrip("0").replace("", "0"),
+        "patient_id": map_unique(table["Patient ID"], _patient_id).to_numpy(dtype=object),
         "domain": domain,
         "age": parse_age(table["Patient Age"]).to_numpy(),
         "sex": parse_sex(table["Patient Gender"]).to_numpy(),
-        "view": table["View Position"].astype(str).str.strip().str.upper().to_numpy(),
+        "view": clean_upper(table["View Position"]).to_numpy(),
     })
-    padded = "|" + findings.str.replace(" ", "") + "|"
-    for label in NIH14:
-        out[label] = padded.str.contains(f"|{label}|", regex=False).to_numpy(dtype=np.float32)
+    for j, label in enumerate(NIH14):
+        out[label] = onehot[codes, j]
     if "Follow-up #" in table.columns:
         out["follow_up"] = pd.to_numeric(table["Follow-up #"], errors="coerce").to_numpy()
     return out
+
+
+def _patient_id(s: pd.Series) -> pd.Series:
+    """Patient ID 1, "1" or "00000001" -> "1" (the number, as the image names encode it)."""
+    num = pd.to_numeric(s, errors="coerce")
+    return pd.Series([str(int(n)) if pd.notna(n) else str(v).strip()
+                      for n, v in zip(num, s)], dtype=object)
 
 
 def _read_list(path: Path) -> set[str]:

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrlab.data.readers._base import (DataLayoutError, find_file, finish_manifest, normalise_views,
+from cxrlab.data.readers._base import (DataLayoutError, clean_upper, find_file, finish_manifest,
+                                       normalise_views,
                                        parse_age, parse_sex, patient_split, read_table,
                                        require_root)
 from cxrlab.data.readers._image import dicom_header, load_dicom
@@ -128,8 +129,7 @@ def read_manifest(root, *, views=None, val_fraction: float = 0.1, test_fraction:
     df["patient_id"] = hd["PatientID"].where(hd["PatientID"].notna(), df["image_id"]).astype(str)
     df["age"] = parse_age(hd["PatientAge"]).to_numpy()
     df["sex"] = parse_sex(hd["PatientSex"]).to_numpy()
-    df["view"] = hd["ViewPosition"].astype("string").str.strip().str.upper() \
-        .fillna("UNKNOWN").to_numpy(dtype=object)
+    df["view"] = clean_upper(hd["ViewPosition"]).to_numpy(dtype=object)
     df["domain"] = domain
     df["split"] = patient_split(df["patient_id"], val_fraction=val_fraction,
                                 test_fraction=test_fraction, seed=seed)

@@ -238,3 +238,31 @@ def siim_tree(root, images: Sequence[dict], size: int = 64, gzip: bool = False) 
     else:
         (root / "train-rle.csv").write_text(text)
     return root
+
+
+# ----------------------------------------------------------------------------- PadChest
+def padchest_tree(root, rows: Sequence[dict], size: tuple[int, int] = (64, 56),
+                  gzip: bool = True) -> Path:
+    """PadChest: ``PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz`` and 16-bit PNGs in
+    ``<ImageDir>/<ImageID>``.
+
+    Row keys: ``image_id`` ("x.png"), ``patient_id``, ``folder`` (ImageDir, default 0),
+    ``labels`` (list of PadChest terms, None = no list), ``projection`` ("PA", "L",
+    "AP_horizontal", ...), ``birth`` (year), ``study_date`` (YYYYMMDD), ``sex``, ``file``.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    recs = []
+    for k, r in enumerate(rows):
+        labels = r.get("labels", ["normal"])
+        recs.append({"ImageID": r["image_id"], "ImageDir": r.get("folder", 0),
+                     "StudyDate_DICOM": r.get("study_date", 20150914), "StudyID": f"s{k}",
+                     "PatientID": r["patient_id"], "PatientBirth": r.get("birth", 1950.0),
+                     "PatientSex_DICOM": r.get("sex", "F"), "Projection": r.get("projection", "PA"),
+                     "MethodLabel": r.get("method", "Physician"),
+                     "Labels": None if labels is None else repr(list(labels))})
+        write_raster(root / str(r.get("folder", 0)) / r["image_id"],
+                     toy_image(400 + k, *size, bits=12), r.get("file", "ok"))
+    name = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv" + (".gz" if gzip else "")
+    pd.DataFrame(recs).to_csv(root / name)  # the official file has an unnamed index column
+    return root

@@ -101,18 +101,31 @@ def blur(x: np.ndarray, sigma_px: float) -> np.ndarray:
 
 
 def display(A: np.ndarray, spec, offset: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """Attenuation -> grey levels 0..1: exposure offset, quantum noise, display curve."""
-    A = A + offset[:, None, None].astype(F32)
-    A += noise * (F32(spec.noise) * (F32(0.5) + np.clip(A, 0, 2)))
-    out = A
-    out -= F32(spec.window)
-    out *= F32(-spec.contrast)
-    np.exp(out, out=out)
-    out += F32(1)
-    np.reciprocal(out, out=out)
+    """Attenuation -> uint8 grey levels: exposure offset, quantum noise, display curve.
+
+    ``noise`` is uint8 [n, S, S] of uniform random bytes (much cheaper to draw than Gaussian
+    numbers), turned into zero-mean noise of s.d. ``spec.noise`` x (0.5 + attenuation): more
+    absorbed X-ray, fewer photons, relatively more noise. ``A`` is overwritten.
+    """
+    A += offset[:, None, None].astype(F32)
+    sd = np.clip(A, 0, 2)
+    sd += F32(0.5)
+    sd *= F32(spec.noise * np.sqrt(3) / 127.5)      # uniform on +-127.5 has s.d. 127.5/sqrt(3)
+    z = noise.astype(F32)
+    z -= F32(127.5)
+    z *= sd
+    A += z
+    # sigmoid display curve, then gamma
+    A -= F32(spec.window)
+    A *= F32(-spec.contrast)
+    np.exp(A, out=A)
+    A += F32(1)
+    np.reciprocal(A, out=A)
     if spec.gamma != 1.0:
-        np.power(out, F32(spec.gamma), out=out)
-    return out
+        np.power(A, F32(spec.gamma), out=A)
+    A *= F32(255)
+    A += F32(0.5)
+    return A.astype(np.uint8)
 
 
 def collimate(img: np.ndarray, borders: np.ndarray, value: int) -> None:

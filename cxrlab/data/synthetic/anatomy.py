@@ -37,6 +37,8 @@ THORAX_WIDTH = 1.5
 LUNG_CENTRE = 0.42   # |u| of each lung's centre
 LUNG_RADIUS = 0.33   # half-width of each lung
 HILUM = (0.17, -0.02)
+HEART_TILT = 0.55    # radians between the heart's long axis and the horizontal
+HEART_STRETCH = 1.3  # vertical stretch of the (tilted) heart ellipse
 
 
 def draw_anatomy(rng: np.random.Generator, n: int, *, male: np.ndarray, age: np.ndarray,
@@ -71,10 +73,10 @@ def draw_anatomy(rng: np.random.Generator, n: int, *, male: np.ndarray, age: np.
         # cardiothoracic ratio; AP projection magnifies the heart
         "ctr": np.clip(0.43 + 0.02 * habitus[:, 2] + 0.015 * rng.standard_normal(n)
                        + 0.04 * ap + 0.01 * old, 0.34, 0.49).astype(F32),
-        "heart_h": N(0.28, 0.015),
-        "med": N(0.105, 0.008),
+        "heart_ar": N(1.30, 0.05),
+        "med": N(0.12, 0.008),
         "knob": (0.05 + 0.025 * np.clip(old, 0, None) + 0.01 * rng.standard_normal(n)).astype(F32),
-        "air": N(0.78, 0.04),
+        "air": N(0.70, 0.04),
         "vessel": N(1.0, 0.15),
         "vessel_id": rng.integers(0, 1 << 30, n).astype(np.int64),
         "rib_sp": N(0.135, 0.006),
@@ -136,15 +138,22 @@ def lung_geometry(p: dict[str, np.ndarray], size: int, rows=None) -> LungGeometr
     # mediastinum (aortic knob on the patient's left) and heart
     med = c(p["med"])
     knob = c(p["knob"]) * np.exp(-((v + 0.40) / 0.07) ** 2)
-    m_right = med + 0.01 * np.maximum(v + 0.2, 0)
+    m_right = med + 0.01 * np.maximum(v + 0.2, 0) + 0.35 * np.maximum(v - 0.25, 0)
     m_left = med + knob
     mediast = w < np.where(left, m_left, m_right)
+    # heart: an ellipse whose long axis points down to the apex on the patient's left; its
+    # horizontal extent is CTR x inner thorax width, a third of it right of the midline
     rh = 0.5 * THORAX_WIDTH * c(p["ctr"]) * lw
+    ar = c(p["heart_ar"])
+    cs, sn = F32(np.cos(HEART_TILT)), F32(np.sin(HEART_TILT))
+    b = rh / np.sqrt(ar * ar * cs * cs + sn * sn)
+    a = ar * b
     uh = rh / 3
-    rvh = c(p["heart_h"]) * (0.8 + 0.2 * rh / (0.5 * THORAX_WIDTH * 0.45))
-    vh = c(p["cp_l"]) - 0.04 - rvh
-    hu = (u - uh) / rh
-    hv = (v - vh) / rvh
+    half_v = HEART_STRETCH * np.sqrt(a * a * sn * sn + b * b * cs * cs)
+    vh = c(p["cp_l"]) - 0.04 - 0.6 * half_v
+    du, dv = u - uh, (v - vh) / HEART_STRETCH
+    hu = (du * cs + dv * sn) / a
+    hv = (dv * cs - du * sn) / b
     heart = hu * hu + hv * hv
     lung = (g < 1) & (v < dome) & ~mediast & (heart >= 1)
     return LungGeometry(u=u, v=v, g=g, dome=dome, heart=heart, lung=lung)
@@ -165,11 +174,11 @@ def vessel_bank(size: int, count: int = 24) -> np.ndarray:
         img = bank[k]
         for side in (-1.0, 1.0):
             stack = []
-            for _ in range(11):
+            for _ in range(9):
                 ang = rng.uniform(-0.45 * np.pi, 0.55 * np.pi)    # 0 = lateral, +pi/2 = down
                 if rng.random() < 0.35:
                     ang = rng.uniform(-0.95 * np.pi, -0.5 * np.pi)  # up towards the apex
-                stack.append((side * HILUM[0], HILUM[1], ang, 0.20, 0.022, 1.0, 0))
+                stack.append((side * HILUM[0], HILUM[1], ang, 0.16, 0.024, 1.0, 0))
             while stack:
                 x0, y0, ang, length, width, amp, depth = stack.pop()
                 dx, dy = side * np.cos(ang), np.sin(ang)
@@ -178,10 +187,15 @@ def vessel_bank(size: int, count: int = 24) -> np.ndarray:
                 if depth < 3:
                     for turn in (-1, 1):
                         stack.append((x1, y1, ang + turn * rng.uniform(0.2, 0.55),
-                                      length * rng.uniform(0.6, 0.85), width * 0.7,
-                                      amp * 0.72, depth + 1))
+                                      length * rng.uniform(0.55, 0.8), width * 0.65,
+                                      amp * 0.65, depth + 1))
         np.minimum(img, 1.0, out=img)
-    return bank
+    # markings fade towards the periphery; soften them by about a pixel at 224 px
+    r = np.sqrt((np.abs(x[None, :]) - HILUM[0]) ** 2 + (x[:, None] - HILUM[1]) ** 2)
+    bank *= np.exp(-r / 0.5).astype(F32)
+    from .acquisition import blur
+
+    return np.ascontiguousarray(blur(bank, size / 300))
 
 
 def _segment(img, x, x0, y0, x1, y1, width, amp):
@@ -202,58 +216,119 @@ def _segment(img, x, x0, y0, x1, y1, width, amp):
     np.maximum(sub, prof.astype(F32), out=sub)
 
 
+def _window(p: dict[str, np.ndarray], size: int, lo: float, hi: float, axis: str) -> slice:
+    """Pixel rows (``axis="v"``) or columns (``"u"``) that canonical ``lo..hi`` covers in any
+    image of the batch: local parts of the anatomy are only computed there."""
+    c, s = (p["cy"], p["sy"]) if axis == "v" else (p["cx"], p["sx"])
+    a = (c + s * lo + 1) * size / 2 - 1
+    b = (c + s * hi + 1) * size / 2 + 1
+    return slice(int(np.clip(np.floor(a.min()), 0, size)), int(np.clip(np.ceil(b.max()), 0, size)))
+
+
 def body_attenuation(p: dict[str, np.ndarray], geo: LungGeometry):
     """Soft tissue, bones, heart and vessels without any finding.
 
     Returns ``(A, lung_air, vessels)``, float32 [n, S, S] each: the attenuation map, the air the
     lungs remove from it (what a fluid-filled lung puts back) and the vascular markings inside
     the lungs (what a pneumothorax takes away).
+
+    Speed: terms that are a product of a row factor and a column factor are formed as outer
+    products; periodic ribs use ``cos(a + b) = cos a cos b - sin a sin b`` so that the cosines
+    are taken on rows and columns only; local parts (spine, trachea, clavicles, hila, gastric
+    bubble, breasts) are computed inside their window of pixels only.
     """
     u, v = geo.u, geo.v
     w = np.abs(u)
-    n = u.shape[0]
+    size = u.shape[2]
     c = _col
+    bone = c(p["bone"])
     # body outline: neck, shoulders, chest wall; thickness falls off like a cylinder
     half = 0.21 + 0.74 / (1 + np.exp(-(v + 0.66) / 0.045)) + 0.03 * np.clip(v, 0, 1)
-    r = u / half
-    A = np.sqrt(np.maximum(1 - r * r, 0)).astype(F32)
-    A *= F32(1.0)
-    # spine with vertebral end plates (visible through the mediastinum)
-    plates = 0.20 + 0.06 * np.cos(2 * np.pi * (v / 0.115))
-    spine_col = np.clip((0.085 - w) / 0.015, 0, 1)
-    A += spine_col * plates
-    # posterior ribs: arcs that rise a little from the spine, then fall laterally
-    phase = (v + (0.55 * w * w - 0.12 * w)) / c(p["rib_sp"]) + c(p["rib_ph"])
-    band = np.cos(F32(2 * np.pi) * phase)
-    band = np.clip(F32(2.2) * band - F32(1.2), 0, 1)
+    A = (u * u) * (1 / (half * half))
+    np.subtract(F32(1), A, out=A)
+    np.maximum(A, 0, out=A)
+    np.sqrt(A, out=A)
+    # posterior ribs: arcs that rise a little from the spine, then fall laterally; anterior
+    # ribs: fainter, running down towards the sternum. Both only inside the rib cage.
     rib_col = np.clip((w - 0.07) / 0.05, 0, 1) * np.clip((0.90 * c(p["lw"]) - w) / 0.06, 0, 1)
     rib_row = np.clip((v + 0.86) / 0.05, 0, 1) * np.clip((0.80 - v) / 0.1, 0, 1)
-    A += band * (rib_col * rib_row * F32(0.24) * c(p["bone"]))
+    two_pi = F32(2 * np.pi)
+    for a_v, b_w, gain, sharp in (
+        (v / c(p["rib_sp"]) + c(p["rib_ph"]), (0.55 * w * w - 0.12 * w) / c(p["rib_sp"]), 0.13, 2.2),
+        (v / (1.3 * c(p["rib_sp"])) - c(p["rib_ph"]),
+         -0.55 * (0.9 - w) * (0.9 - w) / (1.3 * c(p["rib_sp"])), 0.05, 2.0),
+    ):
+        a_v, b_w = two_pi * a_v, two_pi * b_w
+        band = np.cos(a_v) * np.cos(b_w)
+        band -= np.sin(a_v) * np.sin(b_w)
+        band *= F32(sharp)
+        band -= F32(sharp - 1)
+        np.clip(band, 0, 1, out=band)
+        band *= rib_col * (F32(gain) * bone)
+        band *= rib_row
+        A += band
+    # spine with vertebral end plates (visible through the mediastinum)
+    cs = _window(p, size, -0.1, 0.1, "u")
+    plates = 0.10 + 0.04 * np.cos(2 * np.pi * (v / 0.115))
+    A[:, :, cs] += np.clip((0.085 - w[:, :, cs]) / 0.015, 0, 1) * plates
+    # trachea: a dark air column in the upper midline, down to the carina
+    cs = _window(p, size, -0.03, 0.05, "u")
+    rs = _window(p, size, -1.2, -0.2, "v")
+    trachea = np.clip((0.035 - np.abs(u[:, :, cs] - 0.01)) / 0.012, 0, 1)
+    A[:, rs, cs] -= trachea * (np.clip((-0.25 - v[:, rs]) / 0.08, 0, 1) * F32(0.28))
     # clavicles: from the sternal end laterally and slightly upwards
+    rs = _window(p, size, float(p["clav"].min()) - 0.1, float(p["clav"].max()) + 0.06, "v")
     t = w - 0.07
     vcl = c(p["clav"]) - 0.10 * t + 0.18 * t * t
-    clav = np.clip(1 - np.abs(v - vcl) / 0.032, 0, 1)
-    clav *= np.clip(t / 0.03, 0, 1) * np.clip((0.62 - w) / 0.05, 0, 1)
-    A += clav * (F32(0.30) * c(p["bone"]))
+    clav = np.abs(v[:, rs] - vcl)
+    clav *= F32(-1 / 0.032)
+    clav += F32(1)
+    np.clip(clav, 0, 1, out=clav)
+    clav *= np.clip(t / 0.03, 0, 1) * np.clip((0.62 - w) / 0.05, 0, 1) * (F32(0.30) * bone)
+    A[:, rs] += clav
     # heart and mediastinum are a little denser than the chest wall
-    A += F32(0.10) * np.sqrt(np.maximum(1 - geo.heart, 0))
+    heart = np.subtract(F32(1), geo.heart)
+    np.maximum(heart, 0, out=heart)
+    np.sqrt(heart, out=heart)
+    heart *= F32(0.04)
+    A += heart
     # lungs: air removes attenuation, most where the lung is thickest; vessels add some back
-    depth = np.sqrt(np.maximum(1 - geo.g, 0)) * np.clip((geo.dome - v) * 8, 0, 1)
-    air = c(p["air"]) * depth
-    bank = vessel_bank(u.shape[2])
-    ves = bank[p["vessel_id"] % len(bank)] * (F32(0.16) * c(p["vessel"]))
-    lung_air = np.where(geo.lung, air, F32(0))
-    ves = np.where(geo.lung, ves, F32(0))
+    depth = np.subtract(F32(1), geo.g)
+    np.maximum(depth, 0, out=depth)
+    np.sqrt(depth, out=depth)
+    base = np.subtract(geo.dome, v)
+    base *= F32(8)
+    np.clip(base, 0, 1, out=base)
+    depth *= base
+    depth *= c(p["air"])
+    depth *= geo.lung
+    lung_air = depth
+    bank = vessel_bank(size)
+    ves = bank[p["vessel_id"] % len(bank)]
+    ves *= F32(0.40) * c(p["vessel"])
+    ves *= geo.lung
     A -= lung_air
     A += ves
+    # hilar shadows: pulmonary arteries and lymph nodes at the hila
+    rs = _window(p, size, -0.4, 0.45, "v")
+    hu = (w - HILUM[0] * c(p["lw"]) - 0.03) / 0.07
+    hv = (v[:, rs] - HILUM[1] - 0.03) / 0.12
+    hil = np.exp(-(hu * hu) - (hv * hv))
+    hil *= F32(0.16)
+    hil *= geo.lung[:, rs]
+    A[:, rs] += hil
     # gastric bubble under the left dome
     dome_l = c(p["cp_l"]) - c(p["dh_l"])
-    bu = (u - 0.30) / 0.12
-    bv = (v - dome_l - 0.09) / 0.06
-    A -= np.clip(1 - bu * bu - bv * bv, 0, 1) * c(p["bubble"]) * 4
+    lo = float((p["cp_l"] - p["dh_l"]).min())
+    hi = float((p["cp_l"] - p["dh_l"]).max())
+    rs, cs = _window(p, size, lo, hi + 0.2, "v"), _window(p, size, 0.15, 0.45, "u")
+    bu = (u[:, :, cs] - 0.30) / 0.12
+    bv = (v[:, rs] - dome_l - 0.09) / 0.06
+    A[:, rs, cs] -= np.clip(1 - bu * bu - bv * bv, 0, 1) * (c(p["bubble"]) * 4)
     # breast shadows (female patients): soft density over the lower lateral zones
     if np.any(p["breast"] > 0):
+        rs = _window(p, size, 0.27, 0.77, "v")
         bu = (w - 0.45) / 0.36
-        bv = (v - 0.52) / 0.24
-        A += np.sqrt(np.clip(1 - bu * bu - bv * bv, 0, 1)) * c(p["breast"])
-    return A.astype(F32, copy=False), lung_air.astype(F32, copy=False), ves
+        bv = (v[:, rs] - 0.52) / 0.24
+        A[:, rs] += np.sqrt(np.clip(1 - bu * bu - bv * bv, 0, 1)) * c(p["breast"])
+    return A, lung_air, ves

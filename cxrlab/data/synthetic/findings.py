@@ -85,7 +85,7 @@ def adjust_anatomy(p: dict, present: np.ndarray, sev: np.ndarray, r: np.ndarray)
     p["air"] = np.where(e, p["air"] * (1 + 0.30 * s), p["air"]).astype(F32)
     p["vessel"] = np.where(e, p["vessel"] * (1 - 0.6 * s), p["vessel"]).astype(F32)
     p["ctr"] = np.where(e, p["ctr"] - 0.04 * s, p["ctr"]).astype(F32)
-    p["heart_h"] = np.where(e, p["heart_h"] * (1 - 0.1 * s), p["heart_h"]).astype(F32)
+    p["heart_ar"] = np.where(e, p["heart_ar"] * (1 + 0.15 * s), p["heart_ar"]).astype(F32)
 
     f = present[:, i("Fibrosis")]
     s = sev[:, i("Fibrosis")]
@@ -115,19 +115,29 @@ def _soft(x):
     return np.clip(0.5 + 0.5 * x, 0, 1)
 
 
-def _lung_point(ctx: Context, j: int, zone=(0.15, 0.85), lateral=(0.25, 0.85)):
-    """A point inside one lung: side from r[j], height and lateral position from r[j+1:j+3]."""
-    s = ctx.side(j)
-    apex = ctx.col(ctx.p["apex"])
-    cp = np.where(s < 0, ctx.col(ctx.p["cp_r"]), ctx.col(ctx.p["cp_l"]))
-    lw = ctx.col(ctx.p["lw"])
-    t = ctx.col(zone[0] + (zone[1] - zone[0]) * ctx.r[:, j + 1])
-    v0 = apex + 0.12 + t * (cp - 0.18 - apex - 0.12)
-    a = ctx.col(lateral[0] + (lateral[1] - lateral[0]) * ctx.r[:, j + 2])
-    u0 = s * lw * (LUNG_CENTRE + (a - 0.5) * 1.6 * LUNG_RADIUS)
-    # keep clear of the heart on the left, low down
-    u0 = np.where((s > 0) & (v0 > 0.1), np.maximum(u0, lw * (LUNG_CENTRE + 0.1)), u0)
-    return s, u0, v0
+def _pick(ctx: Context, rnd: np.ndarray, region: np.ndarray | None = None):
+    """A random point inside each image's ``region`` (default: the safe core of the lungs,
+    away from the outline, the diaphragm and the heart), as canonical ``(u0, v0)`` [k, 1, 1].
+
+    ``rnd`` [k] uniforms pick the point: it is the ``rnd``-quantile of the region's pixels in
+    raster order, so a lesion is always drawn where there is lung."""
+    geo = ctx.geo
+    if region is None:
+        region = geo.lung & (geo.g < 0.7) & (geo.v < geo.dome - 0.1) & (geo.heart > 1.4)
+    flat = region.reshape(len(region), -1)
+    count = flat.sum(1)
+    empty = count == 0
+    if empty.any():  # fall back to any lung pixel
+        flat = np.where(empty[:, None], geo.lung.reshape(len(region), -1), flat)
+        count = flat.sum(1)
+    target = np.minimum((rnd * count).astype(np.int64), np.maximum(count - 1, 0))
+    idx = np.argmax(np.cumsum(flat, axis=1) > target[:, None], axis=1)
+    size = region.shape[-1]
+    rows, cols = idx // size, idx % size
+    k = np.arange(len(region))
+    u0 = geo.u[k, 0, cols][:, None, None]
+    v0 = geo.v[k, rows, 0][:, None, None]
+    return u0, v0
 
 
 def _blob(ctx: Context, u0, v0, radius):
@@ -162,7 +172,7 @@ def cardiomegaly(ctx: Context):
 
 
 def consolidation(ctx: Context):
-    s, u0, v0 = _lung_point(ctx, 0, zone=(0.25, 0.95), lateral=(0.35, 0.75))
+    u0, v0 = _pick(ctx, ctx.r[:, 1])
     lw = ctx.col(ctx.p["lw"])
     ru = ctx.col(0.10 + 0.10 * ctx.sev) * lw
     rv = ru * ctx.col(0.8 + 0.5 * ctx.r[:, 3])
@@ -182,7 +192,7 @@ def edema(ctx: Context):
     hu, hv = HILUM
     lw = ctx.col(ctx.p["lw"])
     w = np.abs(ctx.geo.u)
-    sig = ctx.col(0.26 + 0.18 * ctx.sev) * lw
+    sig = ctx.col(0.30 + 0.20 * ctx.sev) * lw
     du = (w - hu * lw) / sig
     dv = (ctx.geo.v - hv - 0.05) / (sig * 1.3)
     haze = np.exp(-(du * du + dv * dv)) * ctx.geo.lung
@@ -191,7 +201,7 @@ def edema(ctx: Context):
     low = np.clip((ctx.geo.v - 0.2) / 0.2, 0, 1)
     lines = np.clip(np.cos(ctx.geo.v * (2 * np.pi / np.maximum(0.045, 3 * ctx.px))) * 3 - 2, 0, 1)
     kerley = lat * low * lines * ctx.geo.lung
-    delta = ctx.air * (haze * ctx.col(0.35 + 0.45 * ctx.sev)) + kerley * ctx.col(0.12 + 0.1 * ctx.sev)
+    delta = ctx.air * (haze * ctx.col(0.45 + 0.45 * ctx.sev)) + kerley * ctx.col(0.12 + 0.1 * ctx.sev)
     return delta, haze > 0.45
 
 
@@ -205,13 +215,13 @@ def effusion(ctx: Context):
     cp = np.where(left, ctx.col(ctx.p["cp_l"]), ctx.col(ctx.p["cp_r"]))
     lw = ctx.col(ctx.p["lw"])
     w = np.abs(ctx.geo.u)
-    h = ctx.col(0.05 + 0.55 * ctx.sev ** 1.2)
+    h = ctx.col(0.09 + 0.55 * ctx.sev ** 1.2)
     # meniscus: the fluid climbs higher along the lateral chest wall
     lat = np.clip((w - 0.12) / ((LUNG_CENTRE + LUNG_RADIUS) * lw - 0.12), 0, 1)
-    top = cp - h * (0.45 + 0.55 * lat ** 2.5)
-    depth = (ctx.geo.v - top) / 0.05
+    top = cp - h * (0.35 + 0.65 * lat ** 2)
+    depth = (ctx.geo.v - top) / 0.07
     fluid = np.clip(depth, 0, 1) * lung
-    delta = fluid * (ctx.air + 0.08)
+    delta = fluid * (ctx.air + 0.12)
     return delta, (depth > 0.5) & lung
 
 
@@ -253,14 +263,9 @@ def hernia(ctx: Context):
 def infiltration(ctx: Context):
     delta = np.zeros(ctx.geo.lung.shape, F32)
     lw = ctx.col(ctx.p["lw"])
-    bilateral = ctx.r[:, 7] < 0.4
+    r = ctx.r
     for k in range(3):
-        r = ctx.r
-        s = np.where(bilateral & (k == 1), -np.sign(r[:, 0] - 0.5), np.where(r[:, 0] < 0.5, -1, 1))
-        t = (r[:, 1] + 0.37 * k) % 1.0
-        a = (r[:, 2] + 0.61 * k) % 1.0
-        u0 = ctx.col(s) * lw * ctx.col(LUNG_CENTRE + (a - 0.5) * 1.2 * LUNG_RADIUS)
-        v0 = ctx.col(-0.45 + 0.9 * t)
+        u0, v0 = _pick(ctx, (r[:, 1] + 0.37 * k) % 1.0)
         rad = ctx.col(0.07 + 0.05 * ctx.sev + 0.03 * ((r[:, 3] + 0.29 * k) % 1.0)) * lw
         d2 = _blob(ctx, u0, v0, rad)
         delta += np.exp(-2 * d2)
@@ -270,9 +275,11 @@ def infiltration(ctx: Context):
 
 
 def mass(ctx: Context):
-    s, u0, v0 = _lung_point(ctx, 0, zone=(0.05, 0.75), lateral=(0.35, 0.7))
     lw = ctx.col(ctx.p["lw"])
     rad = ctx.col(0.08 + 0.09 * ctx.sev) * lw
+    geo = ctx.geo
+    u0, v0 = _pick(ctx, ctx.r[:, 1], geo.lung & (geo.g < 0.45) & (geo.v < geo.dome - rad)
+                   & (geo.heart > 2.0))
     d2 = _blob(ctx, u0, v0, rad)
     # lobulated: a second overlapping lobe
     ang = ctx.col(ctx.r[:, 3] * 6.283)
@@ -284,7 +291,7 @@ def mass(ctx: Context):
 
 
 def nodule(ctx: Context):
-    s, u0, v0 = _lung_point(ctx, 0, zone=(0.05, 0.8))
+    u0, v0 = _pick(ctx, ctx.r[:, 1])
     lw = ctx.col(ctx.p["lw"])
     rad = np.maximum(ctx.col(0.035 + 0.03 * ctx.sev) * lw, 1.5 * ctx.px)
     d2 = _blob(ctx, u0, v0, rad)
@@ -306,7 +313,9 @@ def pleural_thickening(ctx: Context):
 
 
 def pneumonia(ctx: Context):
-    s, u0, v0 = _lung_point(ctx, 0, zone=(0.45, 1.0), lateral=(0.3, 0.8))
+    geo = ctx.geo
+    u0, v0 = _pick(ctx, ctx.r[:, 1], geo.lung & (geo.g < 0.7) & (geo.v > -0.1)
+                   & (geo.v < geo.dome - 0.08) & (geo.heart > 1.3))
     lw = ctx.col(ctx.p["lw"])
     rad = ctx.col(0.10 + 0.08 * ctx.sev) * lw
     acc = np.zeros(ctx.geo.lung.shape, F32)
@@ -340,7 +349,10 @@ def pneumothorax(ctx: Context):
     # visceral pleural line just inside the region boundary
     dist = (np.sqrt(g2) - 1) * ru
     line = np.clip(1 - np.abs(dist) / np.maximum(0.012, 0.8 * ctx.px), 0, 1) * lung
-    delta = line * F32(0.22) - region * (ctx.vessels + F32(0.10) * ctx.air)
+    # the collapsed lung behind the line is a little denser than before
+    denser = lung & ~region
+    delta = line * F32(0.25) - region * (ctx.vessels + F32(0.22) * ctx.air) \
+        + denser * (F32(0.08) * ctx.col(ctx.sev)) * ctx.air
     return delta.astype(F32), region
 
 

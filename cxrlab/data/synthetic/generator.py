@@ -175,7 +175,9 @@ def _draw_block(spec: HospitalSpec, seed: int, block: int, shortcut: bool) -> di
     age_p = np.clip(rng.normal(spec.age_mean, spec.age_sd, B), 18, 92)
     habitus_p = rng.standard_normal((B, 3)).astype(F32)
     split_p = rng.random(B)
-    age = np.round(age_p[pat] + followup * rng.uniform(0.1, 1.5, B)).astype(np.int64)
+    # follow-ups are weeks to months apart: ages never decrease within a patient
+    gaps = np.cumsum(np.where(first, 0.0, rng.uniform(0.0, 0.6, B)))
+    age = np.round(np.minimum(age_p[pat] + gaps - gaps[starts[pat]], 95)).astype(np.int64)
     male = male_p[pat]
     ap = rng.random(B) < spec.p_ap
     # labels: real NIH combinations, reweighted; follow-ups may keep their findings
@@ -229,8 +231,9 @@ def _take(d: dict, rows) -> dict:
 
 
 def _sub_batch(size: int) -> int:
-    """Images rendered at once: about a million pixels per float array."""
-    return int(max(8, min(BLOCK, (1 << 20) // (size * size))))
+    """Images rendered at once: about 256k pixels (1 MiB) per float array, small enough for
+    the CPU caches to hold the working set (and part of the seeding: keep it fixed)."""
+    return int(max(1, min(BLOCK, (1 << 18) // (size * size))))
 
 
 def render_block(spec: HospitalSpec, seed: int, block: int, count: int, size: int,
@@ -243,10 +246,10 @@ def render_block(spec: HospitalSpec, seed: int, block: int, count: int, size: in
     lungs = np.empty((count, size, size), np.uint8)
     lesions = np.empty((count, size, size), np.uint16)
     for j, lo in enumerate(range(0, count, sub)):
-        rows = np.arange(lo, min(count, lo + sub))
+        rows = slice(lo, min(count, lo + sub))
         noise_rng = _rng(seed, spec.key, block, 1, j)
-        img, lung, les = _render(spec, d, rows, size, internal, noise_rng)
-        images[rows], lungs[rows], lesions[rows] = img, lung, les
+        images[rows], lungs[rows], lesions[rows] = _render(spec, d, rows, size, internal,
+                                                           noise_rng)
     labels, severity, meta = _meta(spec, d, block, count, patient_offset)
     return SynthBatch(images=images, lung_masks=lungs, lesion_masks=lesions,
                       labels=labels, severity=severity, meta=meta)
@@ -309,9 +312,8 @@ def _render(spec: HospitalSpec, d: dict, rows: np.ndarray, size: int, internal: 
         lung = acq.upsample(lung, size, smooth=False)
         lesion = acq.upsample(lesion, size, smooth=False)
     A = acq.blur(A, spec.blur * size)
-    noise = noise_rng.standard_normal(A.shape, dtype=F32)
-    grey = acq.display(A, spec, d["exposure"][rows], noise)
-    img = (grey * F32(255) + F32(0.5)).astype(np.uint8)
+    noise = np.frombuffer(noise_rng.bytes(A.size), dtype=np.uint8).reshape(A.shape)
+    img = acq.display(A, spec, d["exposure"][rows], noise)
     if spec.collimation > 0:
         borders = (d["borders"][rows] * spec.collimation * size).astype(np.intp)
         acq.collimate(img, borders, spec.collimation_value)

@@ -197,3 +197,25 @@ def hospital_table_markdown(hospitals=None) -> str:
             cells.append(str(v).replace("|", "/"))
         lines.append(f"| {param} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+DOCS_START, DOCS_END = "<!-- hospital-table:start -->\n", "<!-- hospital-table:end -->"
+
+
+def update_docs(path=None) -> bool:
+    """Rewrite the hospital table in ``docs/synthetic_hospitals.md`` from the code.
+
+    Returns True when the file changed. Run ``python -m cxrlab.data.synthetic``.
+    """
+    from pathlib import Path
+
+    path = Path(path) if path else Path(__file__).resolve().parents[3] / "docs" / "synthetic_hospitals.md"
+    text = path.read_text()
+    if DOCS_START not in text or DOCS_END not in text:
+        raise ValueError(f"{path} lacks the markers {DOCS_START.strip()} ... {DOCS_END}")
+    head, rest = text.split(DOCS_START, 1)
+    _, tail = rest.split(DOCS_END, 1)
+    new = head + DOCS_START + hospital_table_markdown() + DOCS_END + tail
+    if new != text:
+        path.write_text(new)
+    return new != text
