@@ -169,6 +169,15 @@ def test_finished_run_is_loaded_not_retrained(tmp_path):
     assert_same(alg.state_dict(), again.state_dict(), "weights")
 
 
+@pytest.mark.parametrize("mode,best", [("min", 2), ("max", 3)])
+def test_best_checkpoint_follows_the_monitored_metric(tmp_path, mode, best):
+    scores = iter([0.5, 0.2, 0.9])  # one per epoch
+    res = small_fit(tiny_alg(), tensor_data(32), tmp_path, epochs=3, monitor="loss",
+                    monitor_mode=mode, val_fn=lambda alg: {"loss": next(scores)})
+    assert [h["val_loss"] for h in res.history] == [0.5, 0.2, 0.9]
+    assert res.best_epoch == best and load_checkpoint(res.best_path)["epoch"] == best
+
+
 # ------------------------------------------------------------------------------ guards
 class NaNAt(BCEFinetune):
     """BCE fine-tune whose loss turns non-finite at one global step (for the guard test)."""

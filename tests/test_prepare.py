@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import numpy as np
 import pandas as pd
@@ -101,6 +103,21 @@ def test_resume_after_crash_gives_the_same_bytes(tmp_path, monkeypatch):
     c = prep.prepare("nih", root, tmp_path / "out", image_size=SIZE, workers=1, views="PA",
                      overwrite=True, verbose=False)
     assert set(c.manifest["view"]) == {"PA"}
+
+
+def _die(image, size):
+    os._exit(7)  # a worker killed mid-chunk (e.g. by the out-of-memory killer)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="relies on fork start method")
+def test_dead_worker_is_reported_and_the_run_resumes(tmp_path, monkeypatch):
+    root = toy.nih_tree(tmp_path / "raw", nih_rows(3, bad=False))
+    monkeypatch.setattr(prep, "letterbox", _die)          # inherited by the forked workers
+    with pytest.raises(RuntimeError, match="worker process died"):
+        prep.prepare("nih", root, tmp_path / "out", image_size=SIZE, workers=2, chunk_size=1)
+    monkeypatch.undo()
+    assert len(prep.prepare("nih", root, tmp_path / "out", image_size=SIZE, workers=2,
+                            verbose=False)) == 6
 
 
 def test_parallel_equals_serial_and_limit(tmp_path):

@@ -31,7 +31,8 @@ def test_prevalence_is_nan_aware():
     assert s.prevalence.loc["Hernia", "A"] == pytest.approx(1 / 3)
     assert np.isnan(s.prevalence.loc["Hernia", "B"])                   # undefined: unknown, not 0 %
     c = s.counts.set_index(["group", "label"])
-    assert c.loc[("A", "Effusion"), "n_labelled"] == 2 and c.loc[("A", "Effusion"), "n_missing"] == 1
+    assert c.loc[("A", "Effusion"), "n_labelled"] == 2
+    assert c.loc[("A", "Effusion"), "n_missing"] == 1
     assert c.loc[("B", "Hernia"), "n_labelled"] == 0
     assert list(s.prevalence.columns) == ["A", "B"]
     assert "Prevalence" in repr(s) and "<h4>" in s._repr_html_()

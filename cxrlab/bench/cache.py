@@ -122,5 +122,6 @@ def run(quick: bool = False) -> dict[str, float]:
         "prepare_parallel_speedup": round(t_serial / t_parallel, 2),
         "prepare_images_per_s": round(n / t_parallel, 1),
         "prepare_workers": float(cores),
-        "cpu_parallel_ceiling": round(_parallel_ceiling(cores, 1_000_000 if quick else 3_000_000), 2),
+        "cpu_parallel_ceiling": round(
+            _parallel_ceiling(cores, 1_000_000 if quick else 3_000_000), 2),
     }

@@ -213,8 +213,9 @@ def prepare(dataset: str, root, out, image_size: int = 224, workers: int | None 
             _say(verbose, f"{out} is already prepared ({len(cache)} images); nothing to do")
             return cache
         if not overwrite:
-            raise FileExistsError(f"{out} already holds a cache ({meta.get('source', 'synthetic' if meta.get('synthetic') else '?')}, "
-                                  "other input); choose another --out or delete it")
+            what = meta.get("source") or ("synthetic" if meta.get("synthetic") else "unknown")
+            raise FileExistsError(f"{out} already holds a cache ({what}, other input); choose "
+                                  "another --out or delete it")
         _clear_cache_files(out)
 
     stage = out / STAGING
@@ -306,14 +307,9 @@ def _decode(dataset, root, size, manifest, pending, writer, status, shapes, stag
     workers = min(workers, n_chunks)
     bar = progress(total=len(pending), desc=f"{dataset}: decode + resize", unit="img")
     errlog = open(stage / "errors.jsonl", "a")
-    pool = None
     last_flush = time.monotonic()
+    results = _run_tasks(tasks, workers)
     try:
-        if workers > 1:
-            pool = _pool_context().Pool(workers)
-            results = pool.imap_unordered(_process_chunk, tasks)
-        else:
-            results = map(_process_chunk, tasks)
         for idx, images, masks, st, sh, errs in results:
             idx = np.asarray(idx)
             ok = st == OK
@@ -331,14 +327,44 @@ def _decode(dataset, root, size, manifest, pending, writer, status, shapes, stag
                 status.flush()
                 last_flush = time.monotonic()
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        if hasattr(results, "close"):
+            results.close()  # stops the worker pool at once on an error or Ctrl-C
         bar.close()
         errlog.close()
         writer.flush()
         status.flush()
         shapes.flush()
+
+
+def _run_tasks(tasks, workers: int):
+    """Yield ``_process_chunk`` results: in this process for ``workers == 1``, else from a pool
+    with at most ``4 * workers`` chunks in flight (memory stays bounded however large the data
+    set; results arrive in completion order, and the parent writes each where it belongs)."""
+    if workers == 1:
+        for task in tasks:
+            yield _process_chunk(task)
+        return
+    import itertools
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(workers, mp_context=_pool_context())
+    try:
+        it = iter(tasks)
+        running = {pool.submit(_process_chunk, t) for t in itertools.islice(it, 4 * workers)}
+        while running:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    running.add(pool.submit(_process_chunk, nxt))
+    except BrokenProcessPool as e:
+        raise RuntimeError("a worker process died (out of memory? try fewer --workers); the "
+                           "images written so far are kept: re-run the same command to "
+                           "resume") from e
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _publish(stage, out, state_file, n, good, size, with_masks, final, meta, moved) -> Cache:

@@ -55,7 +55,8 @@ def letterbox_geometry(height: int, width: int, size: int) -> Geometry:
     return Geometry(size, scale, nh, nw, (size - nh) // 2, (size - nw) // 2)
 
 
-def to_uint8(image: np.ndarray, percentiles: tuple[float, float] = WINDOW_PERCENTILES) -> np.ndarray:
+def to_uint8(image: np.ndarray,
+             percentiles: tuple[float, float] = WINDOW_PERCENTILES) -> np.ndarray:
     """A 2-D image as uint8: 8-bit kept, deeper or float images percentile-windowed."""
     a = np.asarray(image)
     if a.ndim == 3 and a.shape[-1] in (3, 4):  # colour PNG/JPEG of a grey image

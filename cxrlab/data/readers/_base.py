@@ -71,8 +71,8 @@ def read_table(path: Path, required: Iterable[str], dataset: str, **kwargs) -> p
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataLayoutError(
-            f"{dataset}: {path.name} lacks the column(s) {missing} (it has {list(df.columns)[:20]}); "
-            "is it the official file of the right version?")
+            f"{dataset}: {path.name} lacks the column(s) {missing} "
+            f"(it has {list(df.columns)[:20]}); is it the official file of the right version?")
     return df
 
 

@@ -73,7 +73,8 @@ def load_dicom(path) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
         arr = arr[..., :3].mean(axis=-1)
     if arr.ndim != 2 or arr.size == 0:
-        raise ImageLoadError(f"DICOM {path} holds pixel data of shape {arr.shape}, not one 2-D image")
+        raise ImageLoadError(f"DICOM {path} holds pixel data of shape {arr.shape}, "
+                             "not one 2-D image")
     slope = float(getattr(ds, "RescaleSlope", 1) or 1)
     intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
     mono1 = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1"
@@ -96,5 +97,8 @@ def dicom_header(path) -> dict:
     out = {}
     for key in ("PatientID", "PatientAge", "PatientSex", "ViewPosition", "Rows", "Columns"):
         v = getattr(ds, key, None)
-        out[key] = None if v is None or v == "" else (int(v) if key in ("Rows", "Columns") else str(v))
+        if v is None or v == "":
+            out[key] = None
+        else:
+            out[key] = int(v) if key in ("Rows", "Columns") else str(v)
     return out

@@ -39,7 +39,8 @@ from cxrlab.labels import LABEL_MAP
 
 NAME = "mimic"
 HAS_LESION_MASKS = False
-SPLIT_FILES = ("mimic-cxr-2.0.0-split.csv.gz", "mimic-cxr-2.0.0-split.csv", "mimic-cxr-2.*-split.csv*")
+SPLIT_FILES = ("mimic-cxr-2.0.0-split.csv.gz", "mimic-cxr-2.0.0-split.csv",
+               "mimic-cxr-2.*-split.csv*")
 META_FILES = ("mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-metadata.csv",
               "mimic-cxr-2.*-metadata.csv*")
 LABEL_FILES = ("mimic-cxr-2.0.0-chexpert.csv.gz", "mimic-cxr-2.0.0-chexpert.csv",

@@ -29,7 +29,7 @@ def toy_image(seed: int, height: int = 64, width: int = 64, bits: int = 8) -> np
 
 
 def write_raster(path: Path, image: np.ndarray, state: str = "ok") -> None:
-    """A PNG or JPEG (by suffix); ``state="corrupt"`` writes garbage bytes, ``"missing"`` nothing."""
+    """A PNG or JPEG (by suffix); ``state="corrupt"``: garbage bytes, ``"missing"``: no file."""
     path = Path(path)
     if state == "missing":
         return
@@ -46,7 +46,8 @@ def write_raster(path: Path, image: np.ndarray, state: str = "ok") -> None:
         Image.fromarray(image).save(path)
 
 
-def write_dicom(path: Path, image: np.ndarray, *, patient_id: str = "p0", age: str | None = "045Y",
+def write_dicom(path: Path, image: np.ndarray, *, patient_id: str = "p0",
+                age: str | None = "045Y",
                 sex: str | None = "M", view: str | None = "PA", photometric: str = "MONOCHROME2",
                 slope: float | None = None, intercept: float | None = None,
                 state: str = "ok") -> None:
