@@ -39,9 +39,30 @@ def _cmd_synth(args) -> int:
 def _cmd_prepare(args) -> int:
     from cxrlab.data.prepare import prepare
 
+    options = {}
+    for item in args.opt or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--opt wants KEY=VALUE, got {item!r} (e.g. --opt uncertain=ones)")
+        options[key.strip()] = _parse_value(value.strip())
     prepare(args.dataset, root=args.root, out=args.out, image_size=args.size,
-            workers=args.workers, limit=args.limit)
+            workers=args.workers, limit=args.limit, overwrite=args.overwrite, **options)
     return 0
+
+
+def _parse_value(text: str):
+    """'0.1' -> 0.1, '3' -> 3, 'true' -> True, 'PA,AP' -> ['PA', 'AP'], else the string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return [x for x in text.split(",") if x] if "," in text else text
 
 
 def _cmd_lungmasks(args) -> int:
@@ -99,12 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_synth)
 
     s = data.add_parser("prepare", help="turn a real data set into a cache")
-    s.add_argument("dataset", choices=["nih", "chexpert", "mimic", "siim"])
+    s.add_argument("dataset", choices=["nih", "chexpert", "mimic", "siim", "padchest"])
     s.add_argument("--root", required=True, help="folder holding the data set as downloaded")
     s.add_argument("--out", required=True)
     s.add_argument("--size", type=int, default=224)
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     s.add_argument("--limit", type=int, default=None, help="only the first N images (for a try)")
+    s.add_argument("--overwrite", action="store_true", help="replace a finished cache")
+    s.add_argument("--opt", action="append", metavar="KEY=VALUE",
+                   help="reader option, repeatable: e.g. --opt uncertain=ones --opt views=PA,AP")
     s.set_defaults(func=_cmd_prepare)
 
     s = data.add_parser("lungmasks", help="add CheXmask lung masks to a prepared real-data cache")

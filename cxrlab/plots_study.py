@@ -15,6 +15,7 @@ from cxrlab.plots import SHORT
 
 _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
+_SHORT_METHOD = {"bce_probe": "BCE probe", "supcon": "SupCon", "bce_finetune": "fine-tune"}
 _METRIC = {"f1_micro": "F1 micro", "f1_macro": "F1 macro", "auc_macro": "AUC macro",
            "map": "mAP"}
 
@@ -193,7 +194,7 @@ def plot_label_spaces(summary: pd.DataFrame, domain: str | None = None,
         if metric.startswith("auc"):
             ax.axhline(0.5, color="k", ls="--", lw=0.7)
         ax.set_xticks(x)
-        ax.set_xticklabels([f"{_model_name(b)}\n{_setting(m).split(' ')[0]}" for m, b in pairs],
+        ax.set_xticklabels([f"{_model_name(b)}\n{_SHORT_METHOD.get(m, m)}" for m, b in pairs],
                            fontsize=7)
         ax.set_ylabel(_METRIC.get(metric, metric))
         ax.set_ylim(0, 1.0)

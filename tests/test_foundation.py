@@ -205,3 +205,13 @@ def test_cli_reports_errors_cleanly():
     r = subprocess.run([sys.executable, "-m", "cxrlab", "info", "--profile", "nope"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "unknown profile" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_prepare_reader_options(tmp_path):
+    from cxrlab.cli import _parse_value, main
+
+    assert _parse_value("0.1") == 0.1 and _parse_value("3") == 3 and _parse_value("true") is True
+    assert _parse_value("PA,AP") == ["PA", "AP"] and _parse_value("ones") == "ones"
+    rc = main(["data", "prepare", "nih", "--root", str(tmp_path), "--out", str(tmp_path / "o"),
+               "--opt", "no_equals_sign"])
+    assert rc == 2

@@ -85,7 +85,7 @@ def test_resume_after_crash_gives_the_same_bytes(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         prep.prepare("nih", root, tmp_path / "out", image_size=SIZE, workers=1, chunk_size=2)
     assert not (tmp_path / "out" / "meta.json").exists()
-    with pytest.raises(CacheError, match="meta.json is missing"):
+    with pytest.raises(CacheError, match="unfinished: re-run the same command"):
         open_cache(tmp_path / "out")
 
     seen = []
@@ -103,6 +103,22 @@ def test_resume_after_crash_gives_the_same_bytes(tmp_path, monkeypatch):
     c = prep.prepare("nih", root, tmp_path / "out", image_size=SIZE, workers=1, views="PA",
                      overwrite=True, verbose=False)
     assert set(c.manifest["view"]) == {"PA"}
+
+
+@pytest.mark.parametrize("bad", [False, True])   # publish by moving / by compacting
+def test_crash_while_publishing_resumes(tmp_path, monkeypatch, bad):
+    root = toy.nih_tree(tmp_path / "raw", nih_rows(3, bad=bad))
+    ref = prep.prepare("nih", root, tmp_path / "ref", image_size=SIZE, workers=1, verbose=False)
+
+    def boom(self, *a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(prep.CacheWriter, "finalize", boom)
+    with pytest.raises(OSError, match="disk full"):
+        prep.prepare("nih", root, tmp_path / "out", image_size=SIZE, workers=1, verbose=False)
+    monkeypatch.undo()
+    prep.prepare("nih", root, tmp_path / "out", image_size=SIZE, workers=1, verbose=False)
+    assert cache_bytes(tmp_path / "out") == cache_bytes(ref.path)
 
 
 def _die(image, size):

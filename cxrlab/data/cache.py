@@ -181,7 +181,8 @@ class Cache:
         meta_file = self.path / "meta.json"
         if not meta_file.exists():
             hint = (" (it looks unfinished: re-run the same command to resume)"
-                    if (self.path / "progress.npy").exists() else "")
+                    if (self.path / "progress.npy").exists()
+                    or (self.path / ".prepare").exists() else "")  # .prepare: cxrlab data prepare
             raise CacheError(f"{self.path} is not a cxrlab cache: meta.json is missing{hint}")
         self.meta = json.loads(meta_file.read_text())
         if self.meta.get("format") != FORMAT:

@@ -7,13 +7,15 @@ among others. No images, but enough to *see* the
 label and demographic shift between two real hospitals on any laptop.
 
 :func:`load_shipped_metadata` parses them with the very same functions as the NIH and
-CheXpert readers (:func:`cxrlab.data.readers.nih.parse_data_entry`,
-:func:`cxrlab.data.readers.chexpert.parse_table`), so the result has the shape of a cache
+CheXpert / PadChest readers (:func:`cxrlab.data.readers.nih.parse_data_entry`,
+:func:`cxrlab.data.readers.chexpert.parse_table`,
+:func:`cxrlab.data.readers.padchest.parse_table`), so the result has the shape of a cache
 manifest. Two differences from a prepared cache, both because the shipped tables are partial:
 
 * **Splits are stand-ins.** NIH's ``train_val_list.txt`` / ``test_list.txt`` and CheXpert's
-  ``valid.csv`` are not shipped (PadChest has no official split), so ``split`` is a seeded patient-wise hash (70 / 10 / 20 %).
-  Do not compare results on these splits with published ones.
+  ``valid.csv`` are not shipped (PadChest has no official split), so ``split`` is a seeded
+  patient-wise hash (70 / 10 / 20 %). Do not compare results on these splits with published
+  ones.
 * **No images**: ``path`` is the path the image would have in the official layout.
 """
 from __future__ import annotations

@@ -177,10 +177,11 @@ def prepare(dataset: str, root, out, image_size: int = 224, workers: int | None 
     """Read ``dataset`` from ``root`` (official layout) and write a cache to ``out``.
 
     ``workers``: processes (None -> every core this process may use, 1 -> in this process).
-    ``chunk_size``: images per task (None -> up to 32, small enough to keep every worker busy). ``limit``: only that
-    many images (whole patients in a seeded order, so every split is represented): for a
-    first try. ``reader_options`` go to the reader (e.g. ``views="PA"`` for NIH,
-    ``uncertain="ones"`` for CheXpert/MIMIC). Returns the finished :class:`Cache`.
+    ``chunk_size``: images per task (None -> up to 32, small enough to keep every worker
+    busy). ``limit``: only that many images (whole patients in a seeded order, so every split
+    is represented): for a first try. ``reader_options`` go to the reader (e.g.
+    ``views="PA"`` for NIH, ``uncertain="ones"`` for CheXpert/MIMIC). Returns the finished
+    :class:`Cache`.
     """
     t0 = time.perf_counter()
     reader = get_reader(dataset)

@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 
 from cxrlab.data.readers._base import (DataLayoutError, check_choice, clean_upper, find_file,
-                                       finish_manifest, normalise_views, parse_age, parse_sex, patient_split,
-                                       read_table, require_root)
+                                       finish_manifest, normalise_views, parse_age, parse_sex,
+                                       patient_split, read_table, require_root)
 from cxrlab.data.readers._image import load_raster
 from cxrlab.labels import LABEL_MAP
 

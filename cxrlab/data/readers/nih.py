@@ -7,9 +7,8 @@ Expected under ``root`` (the folder the NIH Box download was unpacked into)::
     test_list.txt                 official patient-wise list of test images
     images/00000001_000.png ...   from images_01.tar.gz .. images_12.tar.gz (1024 x 1024 PNG)
 
-The Kaggle mirror's ``images_001/images/*.png`` folders are found too; so are the CSVs and
-lists one folder down (e.g. ``root/ChestX-ray14/``) is *not* searched: point ``--root`` at
-the folder holding them.
+The Kaggle mirror's ``images_001/images/*.png`` folders are found too. The tables must be
+directly in ``root``: point ``--root`` at the folder that holds them.
 
 Choices (and how they differ from torchxrayvision's ``NIH_Dataset``):
 

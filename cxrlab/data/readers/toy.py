@@ -93,7 +93,10 @@ def write_dicom(path: Path, image: np.ndarray, *, patient_id: str = "p0",
     if intercept is not None:
         ds.RescaleIntercept = intercept
     ds.PixelData = img.tobytes()
-    ds.save_as(path, enforce_file_format=True) if _pydicom_v3() else \
+    if _pydicom_v3():
+        ds.save_as(path, enforce_file_format=True)
+    else:  # pydicom 2.x wants the encoding on the dataset itself
+        ds.is_little_endian, ds.is_implicit_VR = True, False
         pydicom.dcmwrite(path, ds, write_like_original=False)
 
 

@@ -135,12 +135,11 @@ def lung_geometry(p: dict[str, np.ndarray], size: int, rows=None) -> LungGeometr
     dh = np.where(left, c(p["dh_l"]), c(p["dh_r"]))
     t = (w - 0.30 * lw) / (0.45 * lw)
     dome = cp - dh * np.maximum(1 - t * t, 0)
-    # mediastinum (aortic knob on the patient's left) and heart
+    # mediastinum (aortic knob on the patient's left; on the right it widens low down into
+    # the cardiophrenic angle): the lungs lie outside -m_right < u < m_left
     med = c(p["med"])
-    knob = c(p["knob"]) * np.exp(-((v + 0.40) / 0.07) ** 2)
+    m_left = med + c(p["knob"]) * np.exp(-((v + 0.40) / 0.07) ** 2)
     m_right = med + 0.01 * np.maximum(v + 0.2, 0) + 0.35 * np.maximum(v - 0.25, 0)
-    m_left = med + knob
-    mediast = w < np.where(left, m_left, m_right)
     # heart: an ellipse whose long axis points down to the apex on the patient's left; its
     # horizontal extent is CTR x inner thorax width, a third of it right of the midline
     rh = 0.5 * THORAX_WIDTH * c(p["ctr"]) * lw
@@ -149,13 +148,23 @@ def lung_geometry(p: dict[str, np.ndarray], size: int, rows=None) -> LungGeometr
     b = rh / np.sqrt(ar * ar * cs * cs + sn * sn)
     a = ar * b
     uh = rh / 3
-    half_v = HEART_STRETCH * np.sqrt(a * a * sn * sn + b * b * cs * cs)
+    # big hearts grow mostly sideways (globular), not upwards
+    stretch = HEART_STRETCH * np.sqrt(0.45 / c(p["ctr"]))
+    half_v = stretch * np.sqrt(a * a * sn * sn + b * b * cs * cs)
     vh = c(p["cp_l"]) - 0.04 - 0.6 * half_v
-    du, dv = u - uh, (v - vh) / HEART_STRETCH
-    hu = (du * cs + dv * sn) / a
-    hv = (dv * cs - du * sn) / b
-    heart = hu * hu + hv * hv
-    lung = (g < 1) & (v < dome) & ~mediast & (heart >= 1)
+    du, dv = u - uh, (v - vh) / stretch
+    # hu^2 + hv^2 of the rotated ellipse, expanded so that only three operations touch
+    # every pixel: P(u) + Q(v) + du * (K dv)
+    ia2, ib2 = 1 / (a * a), 1 / (b * b)
+    P = du * du * (cs * cs * ia2 + sn * sn * ib2)
+    Q = dv * dv * (sn * sn * ia2 + cs * cs * ib2)
+    heart = du * (dv * (2 * cs * sn * (ia2 - ib2)))
+    heart += P
+    heart += Q
+    lung = g < 1
+    lung &= v < dome
+    lung &= (u >= m_left) | (u <= -m_right)
+    lung &= heart >= 1
     return LungGeometry(u=u, v=v, g=g, dome=dome, heart=heart, lung=lung)
 
 
@@ -192,7 +201,7 @@ def vessel_bank(size: int, count: int = 24) -> np.ndarray:
         np.minimum(img, 1.0, out=img)
     # markings fade towards the periphery; soften them by about a pixel at 224 px
     r = np.sqrt((np.abs(x[None, :]) - HILUM[0]) ** 2 + (x[:, None] - HILUM[1]) ** 2)
-    bank *= np.exp(-r / 0.5).astype(F32)
+    bank *= (np.exp(-r / 0.5) * np.minimum(1, 0.35 + r / 0.15)).astype(F32)
     from .acquisition import blur
 
     return np.ascontiguousarray(blur(bank, size / 300))
@@ -248,25 +257,21 @@ def body_attenuation(p: dict[str, np.ndarray], geo: LungGeometry):
     np.subtract(F32(1), A, out=A)
     np.maximum(A, 0, out=A)
     np.sqrt(A, out=A)
-    # posterior ribs: arcs that rise a little from the spine, then fall laterally; anterior
-    # ribs: fainter, running down towards the sternum. Both only inside the rib cage.
+    # posterior ribs: arcs that rise a little from the spine, then fall laterally (inside
+    # the rib cage only)
     rib_col = np.clip((w - 0.07) / 0.05, 0, 1) * np.clip((0.90 * c(p["lw"]) - w) / 0.06, 0, 1)
     rib_row = np.clip((v + 0.86) / 0.05, 0, 1) * np.clip((0.80 - v) / 0.1, 0, 1)
     two_pi = F32(2 * np.pi)
-    for a_v, b_w, gain, sharp in (
-        (v / c(p["rib_sp"]) + c(p["rib_ph"]), (0.55 * w * w - 0.12 * w) / c(p["rib_sp"]), 0.13, 2.2),
-        (v / (1.3 * c(p["rib_sp"])) - c(p["rib_ph"]),
-         -0.55 * (0.9 - w) * (0.9 - w) / (1.3 * c(p["rib_sp"])), 0.05, 2.0),
-    ):
-        a_v, b_w = two_pi * a_v, two_pi * b_w
-        band = np.cos(a_v) * np.cos(b_w)
-        band -= np.sin(a_v) * np.sin(b_w)
-        band *= F32(sharp)
-        band -= F32(sharp - 1)
-        np.clip(band, 0, 1, out=band)
-        band *= rib_col * (F32(gain) * bone)
-        band *= rib_row
-        A += band
+    a_v = two_pi * (v / c(p["rib_sp"]) + c(p["rib_ph"]))
+    b_w = two_pi * (0.55 * w * w - 0.12 * w) / c(p["rib_sp"])
+    band = np.cos(a_v) * np.cos(b_w)
+    band -= np.sin(a_v) * np.sin(b_w)
+    band *= F32(2.2)
+    band -= F32(1.2)
+    np.clip(band, 0, 1, out=band)
+    band *= rib_col * (F32(0.13) * bone)
+    band *= rib_row
+    A += band
     # spine with vertebral end plates (visible through the mediastinum)
     cs = _window(p, size, -0.1, 0.1, "u")
     plates = 0.10 + 0.04 * np.cos(2 * np.pi * (v / 0.115))
@@ -286,18 +291,13 @@ def body_attenuation(p: dict[str, np.ndarray], geo: LungGeometry):
     np.clip(clav, 0, 1, out=clav)
     clav *= np.clip(t / 0.03, 0, 1) * np.clip((0.62 - w) / 0.05, 0, 1) * (F32(0.30) * bone)
     A[:, rs] += clav
-    # heart and mediastinum are a little denser than the chest wall
-    heart = np.subtract(F32(1), geo.heart)
-    np.maximum(heart, 0, out=heart)
-    np.sqrt(heart, out=heart)
-    heart *= F32(0.04)
-    A += heart
     # lungs: air removes attenuation, most where the lung is thickest; vessels add some back
     depth = np.subtract(F32(1), geo.g)
     np.maximum(depth, 0, out=depth)
     np.sqrt(depth, out=depth)
+    np.sqrt(depth, out=depth)            # (1 - g) ** 0.25: dark out to the periphery
     base = np.subtract(geo.dome, v)
-    base *= F32(8)
+    base *= F32(25)
     np.clip(base, 0, 1, out=base)
     depth *= base
     depth *= c(p["air"])
@@ -305,7 +305,7 @@ def body_attenuation(p: dict[str, np.ndarray], geo: LungGeometry):
     lung_air = depth
     bank = vessel_bank(size)
     ves = bank[p["vessel_id"] % len(bank)]
-    ves *= F32(0.40) * c(p["vessel"])
+    ves *= F32(0.36) * c(p["vessel"])
     ves *= geo.lung
     A -= lung_air
     A += ves

@@ -209,19 +209,21 @@ def effusion(ctx: Context):
     # side from r[0]; a quarter of effusions are bilateral
     bilateral = ctx.col(ctx.r[:, 1] < 0.25)
     s = ctx.side(0)
-    which = ctx.side_mask(s) | (bilateral > 0)
-    lung = ctx.geo.lung & which
+    lung = ctx.geo.lung & (ctx.side_mask(s) | (bilateral > 0))
     left = ctx.geo.u > 0
     cp = np.where(left, ctx.col(ctx.p["cp_l"]), ctx.col(ctx.p["cp_r"]))
+    dh = np.where(left, ctx.col(ctx.p["dh_l"]), ctx.col(ctx.p["dh_r"]))
     lw = ctx.col(ctx.p["lw"])
     w = np.abs(ctx.geo.u)
-    h = ctx.col(0.09 + 0.55 * ctx.sev ** 1.2)
-    # meniscus: the fluid climbs higher along the lateral chest wall
+    h = ctx.col(0.55 * ctx.sev ** 1.2)
+    # fluid level: just above the dome's peak for the smallest (only the costophrenic angle
+    # fills), higher with severity; the meniscus climbs along the lateral chest wall
     lat = np.clip((w - 0.12) / ((LUNG_CENTRE + LUNG_RADIUS) * lw - 0.12), 0, 1)
-    top = cp - h * (0.35 + 0.65 * lat ** 2)
-    depth = (ctx.geo.v - top) / 0.07
+    top = cp - dh * 0.75 - h - (0.08 + 0.35 * h) * lat ** 2
+    depth = (ctx.geo.v - top) / 0.09
     fluid = np.clip(depth, 0, 1) * lung
-    delta = fluid * (ctx.air + 0.12)
+    # fluid gives back the air of the lung in front of it and a little more
+    delta = fluid * (ctx.air + 0.08)
     return delta, (depth > 0.5) & lung
 
 
@@ -236,10 +238,11 @@ def fibrosis(ctx: Context):
     ph = ctx.col(ctx.r[:, 0] * 6.283)
     net = np.abs(np.cos((u * 0.8 + v * 0.6) * (6.283 / period) + ph)) \
         + np.abs(np.cos((u * 0.6 - v * 0.8) * (6.283 / period) - ph))
-    net = np.clip((2 - net) * 2 - 2.2, 0, 1)          # thin lines where the cosines are small
-    where = np.clip((ctx.geo.g - 0.25) / 0.5, 0, 1) * np.clip((ctx.geo.v + 0.3) / 0.6, 0, 1)
+    net = np.clip((2 - net) * 2 - 2.0, 0, 1)          # thin lines where the cosines are small
+    where = np.clip((ctx.geo.g - 0.15) / 0.4, 0, 1) * np.clip((ctx.geo.v + 0.35) / 0.5, 0, 1)
     where = where * ctx.geo.lung
-    delta = net * where * ctx.col(0.25 + 0.3 * ctx.sev) + where * ctx.air * ctx.col(0.15 * ctx.sev)
+    delta = net * where * ctx.col(0.35 + 0.35 * ctx.sev) \
+        + where * ctx.air * ctx.col(0.1 + 0.25 * ctx.sev)
     return delta, where > 0.35
 
 
@@ -303,13 +306,20 @@ def pleural_thickening(ctx: Context):
     s = ctx.side(0)
     lung = ctx.geo.lung & ctx.side_mask(s)
     lw = ctx.col(ctx.p["lw"])
-    thick = np.maximum(ctx.col(0.03 + 0.05 * ctx.sev), 1.5 * ctx.px) / (LUNG_RADIUS * lw)
-    rim = np.sqrt(ctx.geo.g) > 1 - thick
-    apical = ctx.col(ctx.r[:, 1] < 0.5)
-    # an apical cap (upper third) or a lateral band (middle and lower zones)
-    zone = np.where(apical > 0, ctx.geo.v < -0.35, (ctx.geo.v > -0.3) & (ctx.geo.v < 0.55))
-    region = rim & lung & zone
-    return region * ctx.air * ctx.col(0.6 + 0.3 * ctx.sev) + region * F32(0.06), region
+    v = ctx.geo.v
+    thick = np.maximum(ctx.col(0.035 + 0.05 * ctx.sev), 1.5 * ctx.px) / (LUNG_RADIUS * lw)
+    # distance inwards from the lung outline, in units of the band's thickness
+    inward = (1 - np.sqrt(ctx.geo.g)) / thick
+    band = np.clip(1.5 - inward, 0, 1)
+    lateral = np.abs(ctx.geo.u) > LUNG_CENTRE * lw
+    apical = ctx.col(ctx.r[:, 1] < 0.5) > 0
+    apex = ctx.col(ctx.p["apex"])
+    # an apical cap (top of the lung) or a lateral band (mid and lower zones), soft-ended
+    cap = np.clip((apex + 0.35 - v) / 0.1, 0, 1)
+    mid = np.clip((v + 0.35) / 0.12, 0, 1) * np.clip((0.5 - v) / 0.12, 0, 1) * lateral
+    region = band * np.where(apical, cap, mid) * lung
+    dens = ctx.col(ctx.p["air"] * (0.5 + 0.3 * ctx.sev) + 0.08)
+    return region * dens, (region > 0.5)
 
 
 def pneumonia(ctx: Context):

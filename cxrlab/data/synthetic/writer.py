@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import mmap
 import os
 from pathlib import Path
 from typing import Sequence
@@ -94,6 +95,7 @@ def write_synthetic_cache(out: str | os.PathLike, hospitals: Sequence[str] | Non
                 frame[name] = labels[:, k].astype(np.float64)
             frames.append(frame)
         writer.flush()
+        _release_pages(writer)
     manifest = pd.concat(frames, ignore_index=True)
     manifest["path"] = ""
     meta = {"synthetic": True, "source": "cxrlab.data.synthetic", "hospitals": names,
@@ -102,6 +104,22 @@ def write_synthetic_cache(out: str | os.PathLike, hospitals: Sequence[str] | Non
     cache = writer.finalize(manifest, meta=meta)
     (out / _REQUEST).unlink(missing_ok=True)
     return cache
+
+
+def _release_pages(writer: CacheWriter) -> None:
+    """Drop the written (and flushed) pages from this process's memory.
+
+    The arrays are memory maps of the cache files; pages stay resident after writing until
+    the kernel needs them back. Telling it we are done keeps the resident memory of a
+    100,000-image run at the size of one block instead of the size of the cache.
+    """
+    for arr in list(writer.arrays.values()) + [writer.done]:
+        mm = getattr(arr, "_mmap", None)
+        if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            try:
+                mm.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):  # pragma: no cover - platform without it
+                pass
 
 
 def _jsonable(d: dict) -> dict:
