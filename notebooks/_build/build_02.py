@@ -191,6 +191,8 @@ summary = res.summary()
 fig = P.plot_in_vs_out(summary, metric="auc_macro", label_space="shared7")
 plt.show()
 auc = summary.query("metric == 'auc_macro' and label_space == 'shared7' and threshold == 'tuned_source_val'")
+display(Markdown(f"*{'SYNTHETIC' if res.synthetic else 'real data'}: AUC macro over the shared labels, %; "
+                 f"the interval of each bar is in the figure*"))
 (100 * auc.pivot_table(index="model", columns="domain", values="value", sort=False)).round(1)
 """),
     md("""

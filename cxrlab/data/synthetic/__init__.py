@@ -11,12 +11,12 @@ Modules: :mod:`.labels_prior` (NIH label combinations), :mod:`.hospitals` (the t
 Everything here is synthetic: results on it say how methods behave under *these* shifts,
 not how they perform on patients.
 """
-from .generator import BLOCK, MIN_SIZE, SynthBatch, generate
+from .generator import BLOCK, GENERATOR_VERSION, MIN_SIZE, SynthBatch, generate
 from .hospitals import HOSPITALS, SOURCE, HospitalSpec, get_hospital, hospital_table, \
     hospital_table_markdown
 from .labels_prior import build_label_prior, load_label_prior
 
-__all__ = ["BLOCK", "MIN_SIZE", "SynthBatch", "generate", "HOSPITALS", "SOURCE", "HospitalSpec",
+__all__ = ["BLOCK", "GENERATOR_VERSION", "MIN_SIZE", "SynthBatch", "generate", "HOSPITALS", "SOURCE", "HospitalSpec",
            "get_hospital", "hospital_table", "hospital_table_markdown", "build_label_prior",
            "load_label_prior", "write_synthetic_cache"]
 

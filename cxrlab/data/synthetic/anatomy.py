@@ -252,7 +252,7 @@ def body_attenuation(p: dict[str, np.ndarray], geo: LungGeometry):
     c = _col
     bone = c(p["bone"])
     # body outline: neck, shoulders, chest wall; thickness falls off like a cylinder
-    half = 0.21 + 0.74 / (1 + np.exp(-(v + 0.66) / 0.045)) + 0.03 * np.clip(v, 0, 1)
+    half = 0.23 + 0.72 / (1 + np.exp(-(v + 0.88) / 0.05)) + 0.03 * np.clip(v, 0, 1)
     A = (u * u) * (1 / (half * half))
     np.subtract(F32(1), A, out=A)
     np.maximum(A, 0, out=A)

@@ -35,6 +35,8 @@ from .findings import FINDINGS, N_RANDOM, Context, adjust_anatomy
 from .hospitals import MIN_SEVERITY, HospitalSpec, get_hospital
 from .labels_prior import load_label_prior
 
+#: Bumped whenever the same seed would draw different images (caches record it in meta.json).
+GENERATOR_VERSION = 2
 #: Images per random block (the unit of determinism; patients never span two blocks).
 BLOCK = 256
 #: Smallest image size the generator draws (the anatomy needs a few pixels per rib).

@@ -20,7 +20,7 @@ from cxrlab.data.cache import Cache, CacheWriter
 from cxrlab.labels import NIH14
 from cxrlab.progress import progress
 
-from .generator import BLOCK, block_meta, check_request, render_block
+from .generator import BLOCK, GENERATOR_VERSION, block_meta, check_request, render_block
 from .hospitals import HOSPITALS, get_hospital
 
 _CACHE_FILES = ("meta.json", "manifest.csv", "images.npy", "lung_masks.npy",
@@ -56,7 +56,7 @@ def write_synthetic_cache(out: str | os.PathLike, hospitals: Sequence[str] | Non
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"cannot write a cache to {out}: it is a file, not a folder; "
                                  "pass a folder path (it will be created)")
-    request = {"hospitals": names, "n_per_hospital": int(n_per_hospital),
+    request = {"generator_version": GENERATOR_VERSION, "hospitals": names, "n_per_hospital": int(n_per_hospital),
                "image_size": int(image_size), "seed": int(seed), "shortcut": bool(shortcut),
                "params": {s.name: _jsonable(dataclasses.asdict(s)) for s in specs}}
     if (out / "meta.json").exists():
@@ -100,7 +100,8 @@ def write_synthetic_cache(out: str | os.PathLike, hospitals: Sequence[str] | Non
     manifest["path"] = ""
     meta = {"synthetic": True, "source": "cxrlab.data.synthetic", "hospitals": names,
             "seed": int(seed), "shortcut": bool(shortcut), "n_per_hospital": n,
-            "label_space": "nih14", "hospital_params": request["params"]}
+            "label_space": "nih14", "hospital_params": request["params"],
+            "generator_version": GENERATOR_VERSION, "image_size": int(image_size)}
     cache = writer.finalize(manifest, meta=meta)
     (out / _REQUEST).unlink(missing_ok=True)
     return cache
