@@ -257,12 +257,20 @@ def plot_auc_gap(df: pd.DataFrame, labels: Sequence[str] | None = None, ax=None)
     ax.set_xticks(x)
     ax.set_xticklabels(names, fontsize=8)
     ax.set_ylim(0.3, 1.0)
-    ax.set_ylabel("ROC AUC (test split)")
+    ax.set_ylabel("ROC AUC")
     src = df.attrs.get("source", df["domain"].iloc[0])
-    ax.set_title(f"{_synthetic_tag(df)}trained at '{src}', tested at every hospital", fontsize=10)
-    ax.legend(fontsize=7, frameon=False, ncol=min(len(doms), 4), loc="lower left")
+    ax.set_title(f"{_synthetic_tag(df)}trained at '{src}', tested at every hospital\n"
+                 f"({_where_scored(df)})", fontsize=10)
+    ax.legend(fontsize=7, frameon=False, ncol=min(len(doms), 4), loc="upper center",
+              bbox_to_anchor=(0.5, -0.08))
     fig.tight_layout()
     return fig
+
+
+def _where_scored(df: pd.DataFrame) -> str:
+    ts = df.attrs.get("target_split", "test")
+    return ("source: test split; targets: every image" if ts == "all"
+            else f"source: test split; targets: {ts} split")
 
 
 def plot_gap_comparison(gaps: dict[str, pd.DataFrame], label: str = "Pneumothorax", ax=None):
@@ -289,8 +297,9 @@ def plot_gap_comparison(gaps: dict[str, pd.DataFrame], label: str = "Pneumothora
     ax.set_xticks(x)
     ax.set_xticklabels(doms, rotation=20, ha="right", fontsize=8)
     ax.set_ylim(0.3, 1.0)
-    ax.set_ylabel(f"{label} AUC (test split)")
-    ax.set_title(f"{tag}{label}: source vs targets", fontsize=10)
+    ax.set_ylabel(f"{label} AUC")
+    first = next(iter(gaps.values()))
+    ax.set_title(f"{tag}{label}: source vs targets\n({_where_scored(first)})", fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
     return fig

@@ -257,7 +257,7 @@ def plot_study_comparison(summary: pd.DataFrame, metric: str = "auc_macro",
     plt = _plt()
     _check(summary)
     studies = list(dict.fromkeys(summary["study"]))
-    fig, axes = plt.subplots(len(studies), 1, figsize=(8.0, 2.9 * len(studies)), squeeze=False)
+    fig, axes = plt.subplots(len(studies), 1, figsize=(10.0, 2.9 * len(studies)), squeeze=False)
     for ax, st in zip(axes[:, 0], studies):
         s = summary[summary["study"] == st]
         space = label_space or ("shared7" if (s["label_space"] == "shared7").any()
@@ -280,6 +280,6 @@ def plot_study_comparison(summary: pd.DataFrame, metric: str = "auc_macro",
         ax.set_xticklabels(doms, fontsize=8)
         ax.set_ylabel(f"{_METRIC.get(metric, metric)} ({space})", fontsize=8)
         ax.set_title(st, fontsize=9)
-        ax.legend(fontsize=6, frameon=False, ncol=2, loc="lower left")
+        ax.legend(fontsize=6, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig

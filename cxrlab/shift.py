@@ -196,7 +196,9 @@ def image_statistics(cache: Cache, rows: Sequence[int] | None = None,
     m = cache.manifest.iloc[rows]
     head = pd.DataFrame({"row": rows, "domain": m["domain"].astype(str).to_numpy(),
                          "split": m["split"].astype(str).to_numpy()})
-    return pd.concat([head, body.reset_index(drop=True)], axis=1)
+    out = pd.concat([head, body.reset_index(drop=True)], axis=1)
+    out.attrs["synthetic"] = cache.synthetic
+    return out
 
 
 # --------------------------------------------------------------------------------------------

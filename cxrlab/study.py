@@ -39,7 +39,6 @@ run; a unit killed in training continues from its engine checkpoint ``checkpoint
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -60,7 +59,9 @@ from cxrlab.labels import ALL_LABELS, NIH14, defined_labels, get_label_space
 
 __all__ = [
     "METHODS", "THRESHOLDS", "SETTING_NAMES", "MODEL_NAMES", "StudyConfig", "StudyError",
-    "StudyResult", "load_study_config", "run_study", "run_probe_study", "evaluate_predictions",
+    "StudyResult", "StudyData", "Unit", "RESULT_COLUMNS", "load_study_config", "load_study_data",
+    "mask_labels", "run_study", "run_probe_study", "evaluate_predictions", "write_study_figures",
+    "study_markdown",
     "summarise", "unit_summary", "seed000_table", "published_seed000_table",
     "published_cohen2020_table", "compare_with_published", "markdown_table", "load_study",
     "report", "synthetic_cache", "source_undefined_labels",
@@ -312,13 +313,20 @@ def synthetic_cache(data_dir: str | os.PathLike, n_per_hospital: int, image_size
 
     ``data_dir/synthetic`` (where ``cxrlab data synth --out DATA_DIR/synthetic`` writes) is
     used when it was drawn with the same parameters; otherwise
-    ``data_dir/synthetic_n<N>_<S>px_seed<K>[_shortcut]`` is reused or written.
+    ``data_dir/synthetic_n<N>_<S>px_seed<K>[_shortcut]`` is reused or written (rewritten when
+    it was drawn by another generator version or other hospital parameters).
     """
     from cxrlab.data.cache import Cache, CacheError
+    from cxrlab.data import synthetic as synth
     from cxrlab.data.synthetic import HOSPITALS, write_synthetic_cache
 
     want = {"n_per_hospital": int(n_per_hospital), "seed": int(seed), "shortcut": bool(shortcut),
             "hospitals": list(HOSPITALS)}
+    # a cache drawn by another generator version or other hospital parameters is stale
+    if hasattr(synth, "GENERATOR_VERSION"):
+        want["generator_version"] = synth.GENERATOR_VERSION
+    want["hospital_params"] = json.loads(json.dumps(
+        {name: dataclasses.asdict(spec) for name, spec in HOSPITALS.items()}, default=str))
     data_dir = Path(data_dir).expanduser()
     named = data_dir / (f"synthetic_n{int(n_per_hospital)}_{int(image_size)}px_seed{int(seed)}"
                         + ("_shortcut" if shortcut else ""))
@@ -378,11 +386,13 @@ class StudyData:
         }
         for name, t in resolved.targets.items():
             self.sets[name] = _EvalSet(name, t.cache, t.rows["eval"], "out-of-domain")
-        for part in ("val", src.name):
-            if len(self.sets[part].rows) == 0:
-                raise StudyError(f"protocol {self.protocol.name!r}: the source has no "
-                                 f"{'validation' if part == 'val' else 'test'} rows; thresholds "
-                                 "and model selection need a source validation split")
+        if len(self.sets["val"].rows) == 0:
+            raise StudyError(f"protocol {self.protocol.name!r}: the source has no validation "
+                             "rows; thresholds and model selection need a source validation "
+                             "split (check the cache's splits and the protocol's filters)")
+        if len(self.sets[src.name].rows) == 0:
+            raise StudyError(f"protocol {self.protocol.name!r}: the source has no test rows; "
+                             "the in-domain score needs them (check the cache's splits)")
 
     @property
     def eval_names(self) -> list[str]:
@@ -396,7 +406,7 @@ class StudyData:
         """float32 [n, L] labels of a set (NaN = missing), masked at the source."""
         s = self.sets[name]
         y = s.cache.labels(list(self.train_labels), s.rows)
-        if self.masked and s.cache is self.sets["train"].cache and s.role != "out-of-domain":
+        if self.masked and s.role in ("train", "val", "in-domain"):  # the source's sets only
             for j, lab in enumerate(self.train_labels):
                 if lab in self.masked:
                     y[:, j] = np.nan
@@ -498,7 +508,9 @@ def evaluate_predictions(scores: Mapping[str, np.ndarray], labels: Mapping[str, 
     ``scores`` / ``labels``: set name -> [n, L] probabilities / labels (NaN = missing) in
     ``label_names`` order; they must contain ``"val"`` (the *source validation* split), which
     alone chooses the tuned thresholds, and the evaluation sets named in ``roles`` (name ->
-    ``"in-domain"`` or ``"out-of-domain"``). Returns ``(rows, per_label, thresholds)``: long
+    ``"in-domain"`` or ``"out-of-domain"``). ``groups``: bootstrap units per set (patient ids);
+    the resamples depend on ``seed`` only, so every method of a study is scored on the same
+    resampled patients. Returns ``(rows, per_label, thresholds)``: long
     result rows (one per set, label space, threshold kind and metric, with bootstrap interval),
     a per-label table (both threshold kinds), and the tuned thresholds table.
     """
@@ -924,6 +936,11 @@ def run_study(config, out, profile=None, seeds: Sequence[int] | None = None, *,
     if figures:
         res.figures = write_study_figures(res)
     atomic_write_text(res.out / "README.md", study_markdown(res))
+    if verbose:
+        done = int((res.units["status"] == "computed").sum())
+        print(f"study {res.name} ({res.tag}): {len(res.units)} units, {done} computed, "
+              f"{len(res.units) - done} already complete; tables, figures and README.md in "
+              f"{res.out.name}/")
     return res
 
 
@@ -953,8 +970,8 @@ def summarise(results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """One row per (method, backbone, domain, label space, threshold, metric) over seeds.
 
     One seed: the value and its bootstrap interval (``interval = "bootstrap"``). Several
-    seeds: the mean and a t-interval over seeds (``interval = "seeds"``; the per-seed
-    bootstrap half-widths are averaged into ``boot_halfwidth``).
+    seeds: the mean and a t-interval over seeds, clipped to [0, 1] (``interval = "seeds"``;
+    the per-seed bootstrap half-widths are averaged into ``boot_halfwidth``).
     """
     keys = ["study", "method", "setting", "backbone", "model", "domain", "role", "label_space",
             "threshold", "metric"]
@@ -971,8 +988,9 @@ def summarise(results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
                        ci_hi=float(grp["ci_hi"].iloc[0]), interval="bootstrap")
         else:
             s = M.summarise_seeds([{"m": v} for v in vals], metrics=["m"], level=level).iloc[0]
-            rec.update(value=float(s["mean"]), ci_lo=float(s["lo"]), ci_hi=float(s["hi"]),
-                       interval="seeds")
+            # every metric lives in [0, 1]: a t-interval of few seeds can overshoot, clip it
+            rec.update(value=float(s["mean"]), ci_lo=max(0.0, float(s["lo"])),
+                       ci_hi=min(1.0, float(s["hi"])), interval="seeds")
         rec["boot_halfwidth"] = float(half)
         rec["synthetic"] = bool(grp["synthetic"].iloc[0]) if "synthetic" in grp else False
         out.append(rec)
@@ -1031,13 +1049,13 @@ def seed000_table(results: pd.DataFrame, label_space: str = "shared7", domain: s
             rows.append(rec)
     table = pd.DataFrame(rows)
     n_seeds = int(sel["n_seeds"].max())
-    interval = ("95% bootstrap interval over patients, 1 seed" if n_seeds == 1
-                else f"mean over {n_seeds} seeds, 95% t-interval over seeds")
+    interval = ("value [95% bootstrap interval over patients], 1 seed" if n_seeds == 1
+                else f"mean over {n_seeds} seeds [95% t-interval over seeds]")
     role = sel["role"].iloc[0]
     tag = "SYNTHETIC" if synthetic else "real data"
     table.attrs["synthetic"] = synthetic
     table.attrs["caption"] = (f"ours ({tag}): evaluated on {domain} ({role}), label space "
-                              f"{label_space}, threshold {threshold}; % as mean [{interval}]")
+                              f"{label_space}, threshold {threshold}; % as {interval}")
     return table
 
 
@@ -1197,7 +1215,7 @@ def _find_studies(root: Path) -> list[Path]:
     return found
 
 
-def report(results_dir, dpi: int = 90) -> Path:
+def report(results_dir, dpi: int = 90, verbose: bool = True) -> Path:
     """``cxrlab report DIR``: compare every study found under ``DIR`` (a study folder or a folder
     of them). Writes ``DIR/report.md`` and ``DIR/report_auc.png``; returns the report's path."""
     import matplotlib.pyplot as plt
@@ -1242,4 +1260,6 @@ def report(results_dir, dpi: int = 90) -> Path:
               ""]
     out = root / "report.md"
     atomic_write_text(out, "\n".join(parts) + "\n")
+    if verbose:
+        print(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'}: wrote {out} and {png.name}")
     return out

@@ -269,3 +269,19 @@ def test_prevalence_table_accepts_several_shapes():
     assert isinstance(fig, Figure)
     with pytest.raises(KeyError, match="prevalence"):
         plots.prevalence_table({"other": wide})
+
+
+def test_random_shift_translates_with_edge_repeat():
+    x = torch.arange(2 * 25, dtype=torch.uint8).reshape(2, 1, 5, 5)
+    g = torch.Generator().manual_seed(0)
+    y = shift._random_shift(x, 1, g)
+    assert y.dtype == torch.uint8 and y.shape == x.shape
+    for i in range(2):  # each output is the input moved by (dy, dx) in [-1, 1]^2, edges repeated
+        ok = False
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                iy = np.clip(np.arange(5) + dy, 0, 4)
+                ix = np.clip(np.arange(5) + dx, 0, 4)
+                ok |= bool((y[i, 0].numpy() == x[i, 0].numpy()[np.ix_(iy, ix)]).all())
+        assert ok
+    assert shift._random_shift(x, 0, g) is x

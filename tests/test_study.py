@@ -50,7 +50,8 @@ def tiny_study(tmp_path_factory):
     from cxrlab.data.synthetic import write_synthetic_cache
 
     root = tmp_path_factory.mktemp("study")
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two shared cores: tiny models gain nothing from more
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CXRLAB_HOME", str(root / "home"))
         mp.setenv("CXRLAB_PROGRESS", "0")
@@ -61,6 +62,7 @@ def tiny_study(tmp_path_factory):
         out = root / "results" / "tiny"
         assert cli.main(["run", str(cfg_path), "--out", str(out), "--profile", "ci"]) == 0
         yield out, cfg_path, root / "home", cache
+    torch.set_num_threads(threads)
 
 
 def test_run_writes_every_output(tiny_study):
@@ -155,7 +157,7 @@ def test_killed_unit_resumes_from_its_checkpoint(tiny_study, monkeypatch):
     assert len(res.results) == 96
 
 
-def test_changed_config_is_refused(tiny_study, monkeypatch, capsys):
+def test_changed_config_is_refused(tiny_study, monkeypatch):
     out, _, home, cache = tiny_study
     monkeypatch.setenv("CXRLAB_HOME", str(home))
     with pytest.raises(S.StudyError, match="different configuration.*probe_epochs"):
@@ -237,6 +239,9 @@ def test_summarise_over_seeds_uses_a_t_interval():
     assert r["interval"] == "seeds" and r["n_seeds"] == 3
     assert np.isclose(r["value"], .7) and np.isclose(r["ci_hi"] - r["value"], half)
     assert np.isclose(r["boot_halfwidth"], .05)
+    high = pd.DataFrame(rows).assign(value=[.97, .99, .90])
+    r = S.summarise(high).iloc[0]
+    assert r["ci_hi"] == 1.0 and r["ci_lo"] < r["value"]  # metrics live in [0, 1]
 
 
 def test_published_tables_are_cited():
@@ -263,6 +268,16 @@ def test_config_errors_are_clear(tmp_path):
     for name in ("study_ci", "probe_synthetic", "mimic_to_nih", "chexpert_to_nih"):
         cfg = S.load_study_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
         assert cfg.name == name
+
+
+def test_synthetic_cache_is_written_once_and_reused(tmp_path):
+    a = S.synthetic_cache(tmp_path, n_per_hospital=16, image_size=32, verbose=False)
+    stamp = (a.path / "images.npy").stat().st_mtime_ns
+    b = S.synthetic_cache(tmp_path, n_per_hospital=16, image_size=32, verbose=False)
+    assert b.path == a.path and (b.path / "images.npy").stat().st_mtime_ns == stamp
+    assert a.synthetic and set(a.domains) == {"source", "target_nih", "target_old", "target_lowres"}
+    c = S.synthetic_cache(tmp_path, n_per_hospital=16, image_size=32, seed=1, verbose=False)
+    assert c.path != a.path and c.meta["seed"] == 1
 
 
 def test_report_writes_markdown_and_png(tiny_study):

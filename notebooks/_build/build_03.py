@@ -296,8 +296,9 @@ plt.show()
    by label overlap) in a new results folder. Does it change the out-of-domain AUC beyond the
    intervals?
 2. **Temperature.** Try τ = 0.05 and τ = 0.5. What happens to the loss scale, and to the probe?
-3. **An unfair budget.** Give SupCon twice the epochs of the fine-tune (two studies, or edit one
-   unit's config). Which arm "wins" now, and why is that comparison meaningless?
+3. **An unfair budget.** Give SupCon twice the epochs of the fine-tune (two studies in two
+   folders: `methods: [supcon]` with `finetune_epochs: 16`, and `methods: [bce_finetune]` with
+   8). Which arm "wins" now, and why is that comparison meaningless?
 4. **A paired bootstrap.** Load `units/supcon__*/predictions.npz` and
    `units/bce_finetune__*/predictions.npz` of one backbone, draw the same patient resamples for
    both (`cxrlab.metrics.bootstrap_ci` with the same `seed` and `groups`), and compute a 95%
