@@ -14,8 +14,7 @@ from pathlib import Path
 
 def run_demo(out: str | Path = "demo_out", profile: str | None = None, seed: int = 0) -> dict:
     from cxrlab.config import get_profile
-    from cxrlab.data.synthetic import hospital_table, write_synthetic_cache
-    from cxrlab.data.cache import Cache, CacheError
+    from cxrlab.data.synthetic import ensure_synthetic_cache, hospital_table, synthetic_cache_matches
     from cxrlab.io import atomic_to_csv, atomic_write_text
     from cxrlab.plots import plot_gallery, plot_intensity_histograms, save_figure
     from cxrlab.shift import intensity_histograms, shift_summary
@@ -25,15 +24,13 @@ def run_demo(out: str | Path = "demo_out", profile: str | None = None, seed: int
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cache_dir = out / "synthetic_cache"
-    try:
-        cache = Cache(cache_dir)
-        if cache.image_size != prof.image_size:
-            raise CacheError("different size")
+    request = dict(n_per_hospital=prof.n_per_hospital, image_size=prof.image_size, seed=seed)
+    reused = synthetic_cache_matches(cache_dir, **request)
+    # absent, unfinished, or drawn by another generator version: (re)drawn; else reused
+    cache = ensure_synthetic_cache(cache_dir, **request)
+    if reused:
         print(f"reusing {cache_dir} ({len(cache)} images)")
-    except CacheError:
-        cache = write_synthetic_cache(cache_dir, n_per_hospital=prof.n_per_hospital,
-                                      image_size=prof.image_size, seed=seed,
-                                      overwrite=cache_dir.exists())
+    else:
         print(f"wrote {len(cache)} synthetic images to {cache_dir} "
               f"in {time.perf_counter() - t0:.1f} s")
     files = {}

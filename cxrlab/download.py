@@ -513,17 +513,18 @@ def check_layout(root: str | os.PathLike, expected: Iterable[Expect]) -> list[st
     return problems
 
 
-def report_layout(root: str | os.PathLike, expected: Iterable[Expect], dataset: str,
-                  print_fn: Callable[[str], None] = print) -> bool:
-    """Print whether ``root`` has the layout of ``dataset`` (and what is missing); True if OK."""
-    problems = check_layout(root, expected)
+def report_completeness(dataset: str, root: str | os.PathLike, problems: Sequence[str],
+                        print_fn: Callable[[str], None] = print) -> int:
+    """Print what is still missing under ``root`` (one line each) or, when nothing is, the next
+    command to run; the exit status of the data_download scripts: 0 complete, 1 incomplete."""
     if problems:
-        print_fn(f"{dataset}: the folder {root} is not complete yet. Missing:")
+        print_fn(f"{dataset}: {root} is not complete yet. Missing:")
         for p in problems:
             print_fn(f"  - {p}")
-        return False
-    print_fn(f"{dataset}: {root} has the expected layout.")
-    return True
+        return 1
+    print_fn(f"{dataset}: {root} is complete. Next: cxrlab data prepare {dataset} --root {root} "
+             "--out CACHE_DIR")
+    return 0
 
 
 # ----------------------------------------------------------------------------- CLI helpers
@@ -564,6 +565,40 @@ def fetch_checksum_list(url: str, dest: str | os.PathLike, **kwargs) -> dict[str
     and parse it with :func:`read_checksum_file`."""
     path = download_file(url, dest, **kwargs)
     return read_checksum_file(path)
+
+
+def archive_or_kaggle_main(dataset: str, description: str, kaggle_dataset: str,
+                           steps_title: str, steps: Sequence[str],
+                           find_dataset_folder: Callable[[Path], Path | None],
+                           verify: Callable[[Path], int], argv: list[str] | None = None) -> int:
+    """The command line of a data set that comes as a zip (downloaded by hand, or from a Kaggle
+    mirror with the user's own client): unpack it into ``--root``, print the manual steps when
+    nothing is there yet, then ``verify(root)``. Exit status: 0 complete, 1 incomplete,
+    2 a step failed."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", required=True, help="folder the data set is (to be) unpacked into")
+    p.add_argument("--archive", default=None, help="the zip you downloaded, to unpack into ROOT")
+    p.add_argument("--kaggle", action="store_true",
+                   help=f"download the Kaggle mirror {kaggle_dataset} with your kaggle client")
+    args = p.parse_args(argv)
+    root = Path(args.root).expanduser()
+    try:
+        if args.kaggle:
+            extract_zip(kaggle_dataset_download(kaggle_dataset, root / "archives"), root)
+        if args.archive:
+            extract_zip(Path(args.archive).expanduser(), root)
+    except (DownloadError, FileNotFoundError) as e:
+        print(f"{dataset}: {e}", file=sys.stderr)
+        return 2
+    if not args.archive and not args.kaggle and find_dataset_folder(root) is None:
+        why = kaggle_available()
+        print(format_steps(f"{dataset}: {steps_title} Steps:", steps)
+              + (f"\n  (Kaggle route unavailable here: {why})" if why else ""))
+    return verify(root)
 
 
 def kaggle_available() -> str | None:

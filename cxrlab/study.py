@@ -99,7 +99,7 @@ class StudyConfig:
     """What a study runs. Load from YAML with :func:`load_study_config`; ``None`` = the profile's
     value. Unknown keys are refused.
 
-    protocol: a protocol name (``configs/protocols/<name>.yaml``: ``synthetic``,
+    protocol: a protocol name (``cxrlab/protocols/<name>.yaml``: ``synthetic``,
         ``mimic_to_nih``, ``chexpert_to_nih``), a YAML path, or an inline mapping.
     target_split: override every target's split (``train|val|test|all``). Target images are
         never used for training, thresholds or selection, so ``all`` is honest and gives
@@ -316,34 +316,20 @@ def synthetic_cache(data_dir: str | os.PathLike, n_per_hospital: int, image_size
     ``data_dir/synthetic_n<N>_<S>px_seed<K>[_shortcut]`` is reused or written (rewritten when
     it was drawn by another generator version or other hospital parameters).
     """
-    from cxrlab.data.cache import Cache, CacheError
-    from cxrlab.data import synthetic as synth
-    from cxrlab.data.synthetic import HOSPITALS, write_synthetic_cache
+    from cxrlab.data.cache import Cache
+    from cxrlab.data.synthetic import ensure_synthetic_cache, synthetic_cache_matches
 
-    want = {"n_per_hospital": int(n_per_hospital), "seed": int(seed), "shortcut": bool(shortcut),
-            "hospitals": list(HOSPITALS)}
-    # a cache drawn by another generator version or other hospital parameters is stale
-    if hasattr(synth, "GENERATOR_VERSION"):
-        want["generator_version"] = synth.GENERATOR_VERSION
-    want["hospital_params"] = json.loads(json.dumps(
-        {name: dataclasses.asdict(spec) for name, spec in HOSPITALS.items()}, default=str))
     data_dir = Path(data_dir).expanduser()
+    request = dict(n_per_hospital=int(n_per_hospital), image_size=int(image_size), seed=int(seed),
+                   shortcut=bool(shortcut))
+    if synthetic_cache_matches(data_dir / "synthetic", **request):
+        return Cache(data_dir / "synthetic")
     named = data_dir / (f"synthetic_n{int(n_per_hospital)}_{int(image_size)}px_seed{int(seed)}"
                         + ("_shortcut" if shortcut else ""))
-    for path in (data_dir / "synthetic", named):
-        try:
-            cache = Cache(path)
-        except CacheError:
-            continue
-        meta = cache.meta
-        if (cache.image_size == int(image_size)
-                and all(meta.get(k) == v for k, v in want.items())):
-            return cache
     t0 = time.perf_counter()
-    cache = write_synthetic_cache(named, n_per_hospital=int(n_per_hospital),
-                                  image_size=int(image_size), seed=int(seed),
-                                  shortcut=bool(shortcut), overwrite=(named / "meta.json").exists())
-    if verbose:
+    fresh = not synthetic_cache_matches(named, **request)
+    cache = ensure_synthetic_cache(named, **request)
+    if verbose and fresh:
         print(f"wrote the synthetic hospitals: {len(cache)} images at {image_size} px "
               f"({time.perf_counter() - t0:.1f} s)")
     return cache

@@ -20,12 +20,10 @@ Exit status: 0 complete, 1 incomplete, 2 a step failed.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path, PurePosixPath
 
-from cxrlab.download import (DownloadError, extract_zip, format_steps, kaggle_available,
-                             kaggle_dataset_download)
+from cxrlab.download import archive_or_kaggle_main, report_completeness
 
 FOLDERS = ("CheXpert-v1.0-small", "CheXpert-v1.0")
 KAGGLE_DATASET = "ashery/chexpert"   # community mirror of CheXpert-v1.0-small
@@ -42,7 +40,7 @@ STEPS = (
     "Unpack it into ROOT, or let this script do it: python data_download/chexpert.py --root "
     "ROOT --archive PATH/TO/CheXpert-v1.0-small.zip",
     "Alternative: the Kaggle mirror of CheXpert-v1.0-small (same research-use agreement applies):"
-    f" set up a Kaggle API token, then python data_download/chexpert.py --root ROOT --kaggle",
+    " set up a Kaggle API token, then python data_download/chexpert.py --root ROOT --kaggle",
     "Then: cxrlab data prepare chexpert --root ROOT --out CACHE_DIR",
 )
 
@@ -88,39 +86,12 @@ def verify(root: Path) -> int:
             problems.append(f"{len(missing)} of {len(paths)} images listed in {name}, e.g. "
                             f"{folder / missing[0]}")
     print(f"chexpert: {n_total - n_missing} of {n_total} listed images present in {folder}")
-    if problems:
-        print(f"chexpert: {root} is not complete yet. Missing:")
-        for p in problems:
-            print(f"  - {p}")
-        return 1
-    print(f"chexpert: {root} is complete. Next: cxrlab data prepare chexpert --root {root} "
-          "--out CACHE_DIR")
-    return 0
+    return report_completeness("chexpert", root, problems)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", required=True, help="folder the data set is (to be) unpacked into")
-    p.add_argument("--archive", default=None, help="the zip you downloaded, to unpack into ROOT")
-    p.add_argument("--kaggle", action="store_true",
-                   help=f"download the Kaggle mirror {KAGGLE_DATASET} with your kaggle client")
-    args = p.parse_args(argv)
-    root = Path(args.root).expanduser()
-    try:
-        if args.kaggle:
-            archive = kaggle_dataset_download(KAGGLE_DATASET, root / "archives")
-            extract_zip(archive, root)
-        if args.archive:
-            extract_zip(Path(args.archive).expanduser(), root)
-    except (DownloadError, FileNotFoundError) as e:
-        print(f"chexpert: {e}", file=sys.stderr)
-        return 2
-    if not args.archive and not args.kaggle and find_dataset_folder(root) is None:
-        why = kaggle_available()
-        print(format_steps("chexpert: CheXpert needs a (free) registration. Steps:", STEPS)
-              + (f"\n  (Kaggle route unavailable here: {why})" if why else ""))
-    return verify(root)
+    return archive_or_kaggle_main("chexpert", __doc__.split("\n\n")[0], KAGGLE_DATASET,
+                                  "CheXpert needs a (free) registration.", STEPS, find_dataset_folder, verify, argv)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from cxrlab.download import (PHYSIONET_PASSWORD_ENV, PHYSIONET_USER_ENV, DownloadError, Expect,
                              NoNetworkError, check_layout, download_file, fetch_checksum_list,
-                             format_steps, physionet_credentials)
+                             format_steps, physionet_credentials, report_completeness)
 from cxrlab.progress import progress
 
 VERSION = "2.1.0"
@@ -178,13 +178,7 @@ def verify(out: Path, views=FRONTAL, splits=None, max_patients=None, tables_only
         print(f"mimic: {len(wanted) - len(missing)} of {len(wanted)} selected images present")
         if missing:
             problems.append(f"{len(missing)} JPEGs, e.g. {out / missing[0]}")
-    if problems:
-        print(f"mimic: {out} is not complete yet. Missing:")
-        for p in problems:
-            print(f"  - {p}")
-        return 1
-    print(f"mimic: {out} is complete. Next: cxrlab data prepare mimic --root {out} --out CACHE_DIR")
-    return 0
+    return report_completeness("mimic", out, problems)
 
 
 if __name__ == "__main__":

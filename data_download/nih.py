@@ -39,6 +39,7 @@ import sys
 from pathlib import Path
 
 from cxrlab.download import (DownloadError, Expect, check_layout, count_matches, download_file,
+                             report_completeness,
                              extract_tar, is_extracted, read_checksum_file)
 
 #: the Box folder of the data set (metadata files, FAQ, README): download by hand from here
@@ -203,13 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     problems = check_layout(out, expectations(len(numbers)))
     n_png = count_matches(out, "images/*.png")
     print(f"nih: {n_png} of {N_IMAGES} images present in {out / 'images'}")
-    if problems:
-        print(f"nih: {out} is not complete yet. Missing:")
-        for p in problems:
-            print(f"  - {p}")
-        return 1
-    print(f"nih: {out} is complete. Next: cxrlab data prepare nih --root {out} --out CACHE_DIR")
-    return 0
+    return report_completeness("nih", out, problems)
 
 
 if __name__ == "__main__":

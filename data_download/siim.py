@@ -20,13 +20,11 @@ which folder to pass as ``--root``. Exit status: 0 complete, 1 incomplete, 2 a s
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
-from cxrlab.download import (DownloadError, extract_zip, format_steps, kaggle_available,
-                             kaggle_dataset_download)
+from cxrlab.download import archive_or_kaggle_main, report_completeness
 
 KAGGLE_DATASET = "jesperdramsch/siim-acr-pneumothorax-segmentation-data"
 RLE_NAMES = ("train-rle.csv", "stage_2_train.csv")
@@ -74,37 +72,14 @@ def verify(root: Path) -> int:
     positives = table.loc[table["EncodedPixels"].astype(str).str.strip() != "-1", "ImageId"].nunique()
     print(f"siim: {len(ids)} labelled images in {rle.name} ({positives} with pneumothorax), "
           f"{len(ids) - len(missing)} of them have their DICOM under {folder}")
-    if missing:
-        print(f"siim: {folder} is not complete yet. Missing:\n  - {len(missing)} DICOMs, e.g. "
-              f"{missing[0]}.dcm (expected under {folder / 'dicom-images-train'})")
-        return 1
-    print(f"siim: {folder} is complete. Next: cxrlab data prepare siim --root {folder} "
-          "--out CACHE_DIR")
-    return 0
+    problems = [f"{len(missing)} DICOMs, e.g. {missing[0]}.dcm (expected under "
+                f"{folder / 'dicom-images-train'})"] if missing else []
+    return report_completeness("siim", folder, problems)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", required=True, help="folder the data set is (to be) unpacked into")
-    p.add_argument("--archive", default=None, help="a downloaded zip to unpack into ROOT")
-    p.add_argument("--kaggle", action="store_true",
-                   help=f"download {KAGGLE_DATASET} with your kaggle client")
-    args = p.parse_args(argv)
-    root = Path(args.root).expanduser()
-    try:
-        if args.kaggle:
-            extract_zip(kaggle_dataset_download(KAGGLE_DATASET, root / "archives"), root)
-        if args.archive:
-            extract_zip(Path(args.archive).expanduser(), root)
-    except (DownloadError, FileNotFoundError) as e:
-        print(f"siim: {e}", file=sys.stderr)
-        return 2
-    if not args.archive and not args.kaggle and find_dataset_folder(root) is None:
-        why = kaggle_available()
-        print(format_steps("siim: SIIM-ACR comes from Kaggle (account and API token). Steps:",
-                           STEPS) + (f"\n  (Kaggle route unavailable here: {why})" if why else ""))
-    return verify(root)
+    return archive_or_kaggle_main("siim", __doc__.split("\n\n")[0], KAGGLE_DATASET,
+                                  "SIIM-ACR comes from Kaggle (account and API token).", STEPS, find_dataset_folder, verify, argv)
 
 
 if __name__ == "__main__":

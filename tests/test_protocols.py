@@ -1,6 +1,8 @@
 """Study protocols: every shipped YAML loads and resolves against tiny caches made here."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -40,6 +42,24 @@ def make_cache(path, n, *, dataset="nih", domains=None, seed=0, synthetic=False,
 
 
 # ----------------------------------------------------------------------------- loading
+def test_protocols_ship_inside_the_package_and_load_from_any_folder(tmp_path, monkeypatch):
+    """A pip install (Colab) has no configs/ folder: the course protocols must be package data,
+    and a user's own ./configs/protocols/<name>.yaml comes first."""
+    import cxrlab
+    from cxrlab.data import protocols as P
+
+    pkg = Path(cxrlab.__file__).parent / "protocols"
+    assert P._PACKAGED_PROTOCOLS == pkg and SHIPPED <= {f.stem for f in pkg.glob("*.yaml")}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CXRLAB_PROTOCOLS", raising=False)
+    assert load_protocol("synthetic").path.parent == pkg
+    own = tmp_path / "configs" / "protocols"
+    own.mkdir(parents=True)
+    text = (pkg / "synthetic.yaml").read_text().replace("name: synthetic", "name: my_synthetic", 1)
+    (own / "synthetic.yaml").write_text(text)
+    assert load_protocol("synthetic").path == own / "synthetic.yaml"
+
+
 def test_every_shipped_protocol_loads_and_describes_itself():
     assert SHIPPED <= set(list_protocols())
     for name in SHIPPED:

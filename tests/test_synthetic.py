@@ -326,6 +326,44 @@ def test_writer_end_to_end_and_resume(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(again.manifest, ref.manifest)
 
 
+def test_ensure_reuses_an_up_to_date_cache_and_redraws_a_stale_one(tmp_path, monkeypatch):
+    import json
+
+    import cxrlab.data.synthetic.writer as writer
+    from cxrlab.data.synthetic import ensure_synthetic_cache, synthetic_cache_matches
+
+    kw = dict(hospitals=["source", "target_nih"], n_per_hospital=40, image_size=32, seed=3)
+    out = tmp_path / "synth"
+    assert not synthetic_cache_matches(out, **kw)
+    first = ensure_synthetic_cache(out, **kw)
+    assert synthetic_cache_matches(out, **kw) and len(first) == 80
+    drawn = {"n": 0}
+    real = writer.render_block
+
+    def counting(*a, **k):
+        drawn["n"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(writer, "render_block", counting)
+    again = ensure_synthetic_cache(out, **kw)                  # up to date: nothing drawn
+    assert drawn["n"] == 0 and len(again) == 80
+    assert not synthetic_cache_matches(out, **{**kw, "image_size": 64})
+    assert not synthetic_cache_matches(out, **{**kw, "shortcut": True})
+    # a cache written by an older generator version is stale and redrawn in place
+    meta = json.loads((out / "meta.json").read_text())
+    meta["generator_version"] = -1
+    (out / "meta.json").write_text(json.dumps(meta))
+    assert not synthetic_cache_matches(out, **kw)
+    redrawn = ensure_synthetic_cache(out, **kw)
+    assert drawn["n"] > 0 and synthetic_cache_matches(out, **kw)
+    assert np.asarray(redrawn.images).tobytes() == np.asarray(first.images).tobytes()
+    # changed hospital parameters make it stale too
+    meta = json.loads((out / "meta.json").read_text())
+    meta["hospital_params"]["source"]["noise"] = 123.0
+    (out / "meta.json").write_text(json.dumps(meta))
+    assert not synthetic_cache_matches(out, **kw)
+
+
 def test_generator_memory_per_block_is_bounded():
     spec = get_hospital("target_old")
     render_block(spec, 0, 0, 8, 224, True)                  # warm caches (vessel bank)

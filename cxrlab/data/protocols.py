@@ -1,6 +1,7 @@
 """Study protocols as data: which cache trains, which caches test, on which labels.
 
-A protocol is a small YAML file in ``configs/protocols/`` (see the files there; every key is
+A protocol is a small YAML file; the course's protocols ship with the package in
+``cxrlab/protocols/`` (see the files there; every key is
 documented below and unknown keys are refused)::
 
     name: mimic_to_nih
@@ -72,7 +73,8 @@ AGE_RULES = ("above_median", "oldest")
 TARGET_SPLITS = SPLITS + ("all",)
 LATERAL_VIEWS = ("LATERAL", "LL", "RL", "LAT", "LAO", "RAO", "SWIMMERS")
 
-_REPO_PROTOCOLS = Path(__file__).resolve().parents[2] / "configs" / "protocols"
+# shipped as package data, so a pip install (Colab) finds them as well as a clone does
+_PACKAGED_PROTOCOLS = Path(__file__).resolve().parents[1] / "protocols"
 
 
 class ProtocolError(ValueError):
@@ -195,12 +197,12 @@ _SAMPLE_KEYS = {"n", "prevalence", "label", "seed"}
 
 
 def protocol_dirs() -> list[Path]:
-    """Folders searched for ``<name>.yaml``: ``$CXRLAB_PROTOCOLS``, ``./configs/protocols``,
-    and the repository's ``configs/protocols``."""
+    """Folders searched for ``<name>.yaml``, first match wins: ``$CXRLAB_PROTOCOLS``, your own
+    ``./configs/protocols``, then the protocols shipped with cxrlab (``cxrlab/protocols``)."""
     dirs = []
     if os.environ.get("CXRLAB_PROTOCOLS"):
         dirs.append(Path(os.environ["CXRLAB_PROTOCOLS"]).expanduser())
-    dirs += [Path.cwd() / "configs" / "protocols", _REPO_PROTOCOLS]
+    dirs += [Path.cwd() / "configs" / "protocols", _PACKAGED_PROTOCOLS]
     out = []
     for d in dirs:
         if d not in out:

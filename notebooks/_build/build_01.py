@@ -192,18 +192,15 @@ patients with much pneumonia. The cache is written once into the profile's data 
 reused on later runs.
 """),
     code("""
-from cxrlab.data.cache import open_cache
-from cxrlab.data.synthetic import write_synthetic_cache
+from cxrlab.data.synthetic import ensure_synthetic_cache
 
 
 def synthetic_cache(shortcut: bool):
-    \"\"\"The synthetic hospitals at this notebook's size; reused when already written.\"\"\"
+    \"\"\"The synthetic hospitals at this notebook's size: reused when already written by this
+    version of the generator, (re)drawn otherwise.\"\"\"
     name = f"synthetic_01_{IMAGE_SIZE}px_n{N_PER_HOSPITAL}_seed{SEED}" + ("_shortcut" if shortcut else "")
-    out = DATA_DIR / name
-    if (out / "meta.json").exists():
-        return open_cache(out)
-    return write_synthetic_cache(out, n_per_hospital=N_PER_HOSPITAL, image_size=IMAGE_SIZE,
-                                 seed=SEED, shortcut=shortcut)
+    return ensure_synthetic_cache(DATA_DIR / name, n_per_hospital=N_PER_HOSPITAL,
+                                  image_size=IMAGE_SIZE, seed=SEED, shortcut=shortcut)
 
 
 cache = synthetic_cache(shortcut=False)

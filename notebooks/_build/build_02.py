@@ -99,7 +99,7 @@ Both ways out work offline: fetch the file on another machine and pass it with
 (`CXRLAB_PRETRAINED=0`) — and then never compare the numbers with published pretrained ones.
 
 ## 3. The data: a source hospital and three targets
-The study follows a *protocol* (`configs/protocols/`): one **source** with patient-level
+The study follows a *protocol* (`cxrlab/protocols/`): one **source** with patient-level
 train / validation / test splits, and **targets** used only for evaluation. On the synthetic
 hospitals the source draws all 14 NIH findings; to reproduce MIMIC-CXR's situation we hide
 (set to *missing*, NaN) the seven NIH labels MIMIC does not define, at the source only.

@@ -5,6 +5,7 @@
 >>> batch.images.shape, batch.labels.shape                       # (8, 64, 64), (8, 14)
 >>> hospital_table()                                             # every site's parameters
 >>> cache = write_synthetic_cache("data/synth", n_per_hospital=400)   # all hospitals, a Cache
+>>> cache = ensure_synthetic_cache("data/synth", n_per_hospital=400)  # reuse if up to date
 
 Modules: :mod:`.labels_prior` (NIH label combinations), :mod:`.hospitals` (the table),
 :mod:`.anatomy`, :mod:`.findings`, :mod:`.acquisition`, :mod:`.generator`, :mod:`.writer`.
@@ -18,12 +19,13 @@ from .labels_prior import build_label_prior, load_label_prior
 
 __all__ = ["BLOCK", "GENERATOR_VERSION", "MIN_SIZE", "SynthBatch", "generate", "HOSPITALS", "SOURCE", "HospitalSpec",
            "get_hospital", "hospital_table", "hospital_table_markdown", "build_label_prior",
-           "load_label_prior", "write_synthetic_cache"]
+           "load_label_prior", "write_synthetic_cache", "ensure_synthetic_cache",
+           "synthetic_cache_matches"]
 
 
 def __getattr__(name):
-    if name == "write_synthetic_cache":
-        from .writer import write_synthetic_cache
+    if name in ("write_synthetic_cache", "ensure_synthetic_cache", "synthetic_cache_matches"):
+        from . import writer
 
-        return write_synthetic_cache
+        return getattr(writer, name)
     raise AttributeError(name)

@@ -209,7 +209,6 @@ def vessel_bank(size: int, count: int = 24) -> np.ndarray:
 
 def _segment(img, x, x0, y0, x1, y1, width, amp):
     """Add a line segment with a soft profile to ``img`` (only inside its bounding box)."""
-    size = img.shape[0]
     pad = 2 * width
     cols = np.flatnonzero((x >= min(x0, x1) - pad) & (x <= max(x0, x1) + pad))
     rows = np.flatnonzero((x >= min(y0, y1) - pad) & (x <= max(y0, y1) + pad))

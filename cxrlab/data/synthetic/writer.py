@@ -107,6 +107,49 @@ def write_synthetic_cache(out: str | os.PathLike, hospitals: Sequence[str] | Non
     return cache
 
 
+def ensure_synthetic_cache(out: str | os.PathLike, hospitals: Sequence[str] | None = None,
+                           n_per_hospital: int = 400, image_size: int = 64, seed: int = 0,
+                           shortcut: bool = False, chunk_size: int = 512,
+                           verbose: bool = False) -> Cache:
+    """The synthetic hospitals in ``out``: reused when they are up to date, written otherwise.
+
+    What notebooks and scripts call instead of :func:`write_synthetic_cache`: a finished cache
+    drawn with the same request (hospitals, size, seed, shortcut) *and* by the same generator
+    (:data:`GENERATOR_VERSION` and every hospital parameter) is opened as it is; an
+    unfinished one of the same request is resumed; anything else (stale after a generator
+    change, or another request) is redrawn in place.
+    """
+    out = Path(out)
+    if synthetic_cache_matches(out, hospitals, n_per_hospital, image_size, seed, shortcut):
+        return Cache(out)
+    stale = (out / "meta.json").exists()
+    if verbose:
+        print(("redrawing the stale" if stale else "drawing the") + f" synthetic hospitals in {out}")
+    return write_synthetic_cache(out, hospitals=hospitals, n_per_hospital=n_per_hospital,
+                                 image_size=image_size, seed=seed, shortcut=shortcut,
+                                 overwrite=stale, chunk_size=chunk_size)
+
+
+def synthetic_cache_matches(out: str | os.PathLike, hospitals: Sequence[str] | None = None,
+                            n_per_hospital: int = 400, image_size: int = 64, seed: int = 0,
+                            shortcut: bool = False) -> bool:
+    """True when ``out`` holds a finished synthetic cache of exactly this request, drawn by
+    this generator version with today's hospital parameters."""
+    from cxrlab.data.cache import CacheError
+
+    names = [hospitals] if isinstance(hospitals, str) else (
+        list(HOSPITALS) if hospitals is None else list(hospitals))
+    try:
+        cache = Cache(out)
+    except (CacheError, OSError, ValueError):
+        return False
+    want = {"synthetic": True, "generator_version": GENERATOR_VERSION, "hospitals": names,
+            "n_per_hospital": int(n_per_hospital), "seed": int(seed), "shortcut": bool(shortcut),
+            "hospital_params": {h: _jsonable(dataclasses.asdict(get_hospital(h))) for h in names}}
+    meta = cache.meta
+    return cache.image_size == int(image_size) and all(meta.get(k) == v for k, v in want.items())
+
+
 def _release_pages(writer: CacheWriter) -> None:
     """Drop the written (and flushed) pages from this process's memory.
 
