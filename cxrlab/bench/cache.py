@@ -7,7 +7,7 @@ Figures (each ratio is measured against its baseline in the same run, on the sam
   of the same epoch decoded from the original PNG files (decode + letterbox to ``S`` + the same
   batching), the same images in the same order. Target: >= 10.
 * ``prepare_parallel_speedup``: wall time of ``prepare(workers=1)`` / ``prepare(workers=all
-  cores)`` on the same NIH-layout tree. Target: >= 1.7 on 2 cores.
+  cores)`` on the same NIH-layout tree (480 images, files in the page cache, best of two). Target: >= 1.7 on 2 cores.
 * ``decode_images_per_s``, ``cache_images_per_s``, ``prepare_images_per_s`` (all cores): the
   raw rates behind the ratios.
 * ``cpu_parallel_ceiling``: the same 1-vs-all-cores ratio for a trivially parallel pure-CPU
@@ -84,29 +84,35 @@ def _parallel_ceiling(cores: int, n: int) -> float:
     for t in tasks:
         _spin(t)
     serial = time.perf_counter() - t0
-    t0 = time.perf_counter()
     with _pool_context().Pool(cores) as pool:
-        pool.map(_spin, tasks)
-    return serial / (time.perf_counter() - t0)
+        pool.map(_spin, [1] * cores)        # started before the clock: the ceiling of the work
+        t0 = time.perf_counter()
+        pool.map(_spin, tasks, chunksize=1)
+        parallel = time.perf_counter() - t0
+    return serial / parallel
 
 
 def run(quick: bool = False) -> dict[str, float]:
     from cxrlab.data.prepare import available_cores, prepare
 
-    n, src, size, batch = (48, 512, 224, 16) if quick else (240, 1024, 224, 32)
+    n, src, size, batch = (48, 512, 224, 16) if quick else (480, 1024, 224, 32)
     cores = available_cores()
     with tempfile.TemporaryDirectory(prefix="cxrlab-bench-cache-") as tmp:
         tmp = Path(tmp)
         root = _write_tree(tmp / "raw", n, src)
+        for f in root.rglob("*.png"):   # both arms read the files from the page cache
+            f.read_bytes()
         # warm-up (imports, first file-system touches) so that neither timed run pays for it
         prepare("nih", root, tmp / "warm", image_size=size, workers=1, limit=4, verbose=False)
-        t0 = time.perf_counter()
-        prepare("nih", root, tmp / "serial", image_size=size, workers=1, verbose=False)
-        t_serial = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        cache = prepare("nih", root, tmp / "parallel", image_size=size, workers=cores,
-                        verbose=False)
-        t_parallel = time.perf_counter() - t0
+        t_serial = t_parallel = float("inf")
+        for rep in range(1 if quick else 2):   # best of two, arms alternating, against noise
+            t0 = time.perf_counter()
+            prepare("nih", root, tmp / f"serial{rep}", image_size=size, workers=1, verbose=False)
+            t_serial = min(t_serial, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            cache = prepare("nih", root, tmp / f"parallel{rep}", image_size=size, workers=cores,
+                            verbose=False)
+            t_parallel = min(t_parallel, time.perf_counter() - t0)
         if len(cache) != n:
             raise RuntimeError(f"bench cache has {len(cache)} of {n} images")
 
@@ -123,5 +129,5 @@ def run(quick: bool = False) -> dict[str, float]:
         "prepare_images_per_s": round(n / t_parallel, 1),
         "prepare_workers": float(cores),
         "cpu_parallel_ceiling": round(
-            _parallel_ceiling(cores, 1_000_000 if quick else 3_000_000), 2),
+            _parallel_ceiling(cores, 1_000_000 if quick else 6_000_000), 2),
     }
