@@ -1,0 +1,68 @@
+"""What a finished study holds, and reading it back from its folder."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from cxrlab.study.config import StudyError
+from cxrlab.study.tables import seed000_table, summarise
+
+#: the ``kind`` of a study folder's metrics.json
+STUDY_KIND = "cxrlab-study"
+
+
+@dataclass
+class StudyResult:
+    """What a study produced (also read back from disk by :func:`load_study`).
+
+    ``results``: long table (:data:`RESULT_COLUMNS`), ``per_label``: one row per unit,
+    evaluation set, threshold kind and label; ``units``: per-unit timings and whether it was
+    computed or found complete; ``data``: the sets (role, images, patients).
+    """
+
+    name: str
+    out: Path
+    config: dict
+    profile: str
+    synthetic: bool
+    results: pd.DataFrame
+    per_label: pd.DataFrame
+    units: pd.DataFrame
+    data: pd.DataFrame
+    source_undefined: list = field(default_factory=list)
+    protocol: str = ""
+    figures: dict = field(default_factory=dict)
+
+    def summary(self, **kw) -> pd.DataFrame:
+        return summarise(self.results, **kw)
+
+    def seed000_table(self, **kw) -> pd.DataFrame:
+        return seed000_table(self.results, **kw)
+
+    @property
+    def tag(self) -> str:
+        return "SYNTHETIC" if self.synthetic else "real data"
+
+
+def load_study(path) -> StudyResult:
+    """A finished study read back from its folder (``metrics.json``, ``results.csv``, ...)."""
+    path = Path(path).expanduser()
+    f = path / "metrics.json"
+    if not f.exists():
+        raise FileNotFoundError(f"{path} holds no study (metrics.json is missing); run "
+                                "`cxrlab run CONFIG --out DIR` first")
+    meta = json.loads(f.read_text())
+    if meta.get("kind") != STUDY_KIND:
+        raise StudyError(f"{path}/metrics.json is not a cxrlab study summary")
+    results = pd.read_csv(path / "results.csv")
+    results.attrs["synthetic"] = bool(meta["synthetic"])
+    per_label = pd.read_csv(path / "per_label.csv")
+    per_label.attrs["synthetic"] = bool(meta["synthetic"])
+    return StudyResult(name=meta["name"], out=path, config=meta["config"], profile=meta["profile"],
+                       synthetic=bool(meta["synthetic"]), results=results, per_label=per_label,
+                       units=pd.DataFrame(meta["units"]), data=pd.DataFrame(meta["data"]),
+                       source_undefined=meta.get("source_undefined_labels", []),
+                       protocol=meta.get("protocol", ""))

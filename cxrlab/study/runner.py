@@ -1,0 +1,378 @@
+"""Running a study: every (method, backbone, seed) unit, resumable, each stored atomically."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cxrlab.io import atomic_path, atomic_to_csv, atomic_write_json, atomic_write_text
+from cxrlab.study.config import (StudyConfig, StudyError, _check_config, _json_default,
+                                 _label_space_names, _space_key, load_study_config)
+from cxrlab.study.data import StudyData, load_study_data, source_undefined_labels
+from cxrlab.study.evaluate import evaluate_predictions
+from cxrlab.study.report import study_markdown, write_study_figures
+from cxrlab.study.result import STUDY_KIND, StudyResult
+from cxrlab.study.tables import MODEL_NAMES, RESULT_COLUMNS, SETTING_NAMES, summarise
+
+#: part of every unit's config hash: bump it when what a unit stores changes meaning, so that
+#: units written before are seen as another configuration (see _Runner.is_complete)
+UNIT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One (method, backbone, seed) run of a study."""
+
+    method: str
+    backbone: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}__{self.backbone}__seed{self.seed}"
+
+
+class _Runner:
+    """Runs and stores units; holds what every unit shares."""
+
+    def __init__(self, cfg: StudyConfig, profile, data: StudyData, out: Path, overwrite: bool,
+                 verbose: bool):
+        from cxrlab.config import resolve_device
+
+        self.cfg, self.profile, self.data, self.out = cfg, profile, data, out
+        self.overwrite, self.verbose = overwrite, verbose
+        self.device = resolve_device(profile.device)
+        self.precision = profile.precision
+        self.pretrained = profile.pretrained if cfg.pretrained is None else bool(cfg.pretrained)
+        self.label_spaces = _label_space_names(cfg, data.protocol)
+        self.n_boot = profile.bootstrap if cfg.bootstrap is None else int(cfg.bootstrap)
+        self.settings = {
+            "epochs": cfg.epochs or profile.epochs,
+            "finetune_epochs": cfg.finetune_epochs or profile.finetune_epochs,
+            "batch_size": cfg.batch_size or profile.batch_size,
+            "lr": cfg.lr or profile.lr, "weight_decay": cfg.weight_decay,
+            "probe_epochs": cfg.probe_epochs or cfg.epochs or profile.epochs,
+            "probe_lr": cfg.probe_lr or cfg.lr or profile.lr,
+            "probe_batch_size": cfg.probe_batch_size or cfg.batch_size or profile.batch_size,
+            "probe_weight_decay": cfg.probe_weight_decay, "probe_pos_weight": cfg.probe_pos_weight,
+            "pretrained": self.pretrained, "precision": self.precision,
+            "bootstrap": self.n_boot, "bootstrap_unit": cfg.bootstrap_unit,
+            "label_spaces": [_space_key(s) for s in self.label_spaces],
+        }
+        self.embedding_dir = Path(profile.checkpoint_dir).expanduser() / "embeddings"
+        self.source_defined = data.source_defined()
+
+    # ------------------------------------------------------------------ identity
+    def unit_config(self, unit: Unit) -> dict:
+        hp = self.cfg.hparams.get(unit.method, {})
+        weights = self.cfg.weights.get(unit.backbone)
+        d = {"version": UNIT_VERSION, "method": unit.method, "backbone": unit.backbone,
+             "seed": unit.seed, "settings": self.settings, "hparams": hp,
+             "weights": None if weights is None else str(weights),
+             "data": self.data.fingerprint()}
+        if unit.method == "bce_probe":  # no engine run: its budget does not enter
+            d["settings"] = {k: v for k, v in self.settings.items()
+                             if k not in ("finetune_epochs", "batch_size", "lr", "weight_decay")}
+        return json.loads(json.dumps(d, default=_json_default))
+
+    @staticmethod
+    def config_hash(config: dict) -> str:
+        return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+    def unit_dir(self, unit: Unit) -> Path:
+        return self.out / "units" / unit.name
+
+    def is_complete(self, unit: Unit) -> bool:
+        """True when the unit's metrics.json exists for this very configuration; raises
+        :class:`StudyError` when it exists for another one (and ``overwrite`` is off)."""
+        f = self.unit_dir(unit) / "metrics.json"
+        if not f.exists():
+            return False
+        try:
+            stored = json.loads(f.read_text())
+        except (OSError, ValueError):
+            return False
+        want = self.unit_config(unit)
+        if stored.get("config_hash") == self.config_hash(want):
+            return True
+        if self.overwrite:
+            return False
+        old = stored.get("config", {})
+        diffs = _dict_diff(old, want)
+        raise StudyError(
+            f"{self.out.name}/units/{unit.name} holds results of a different configuration "
+            f"(differences: {'; '.join(diffs[:4]) or 'unknown'}). Write this study to another "
+            f"--out folder, delete that unit folder, or pass overwrite=True to recompute.")
+
+    # ------------------------------------------------------------------ models
+    def backbone(self, unit: Unit):
+        from cxrlab.models import create_backbone
+
+        size = self.data.sets["train"].cache.image_size
+        return create_backbone(unit.backbone, pretrained=self.pretrained,
+                               weights=self.cfg.weights.get(unit.backbone), image_size=size,
+                               seed=unit.seed)
+
+    def _arrays(self, name: str, with_labels: bool = True):
+        """Images (+ labels) of a set for the engine: in memory when small, else a Dataset."""
+        import torch
+
+        s = self.data.sets[name]
+        y = torch.from_numpy(self.data.labels(name))
+        if len(s.rows) * s.cache.image_size ** 2 <= (1 << 30):
+            from cxrlab.data.dataset import load_arrays
+
+            images, _ = load_arrays(s.cache, s.rows, list(self.data.train_labels))
+            return (images, y)
+        from cxrlab.data.dataset import CacheDataset
+
+        ds = CacheDataset(s.cache, s.rows, list(self.data.train_labels))
+        ds.labels = y  # the source's masked labels
+        return ds
+
+    def embeddings(self, backbone, cache_dir) -> dict:
+        from cxrlab.embeddings import extract_embeddings
+
+        out = {}
+        for name, s in self.data.sets.items():
+            out[name] = extract_embeddings(backbone, s.cache, s.rows,
+                                           batch_size=self.cfg.embed_batch_size,
+                                           device=self.device, precision=self.precision,
+                                           cache_dir=cache_dir)
+        return out
+
+    def probe_scores(self, emb: dict, unit: Unit) -> tuple[dict, dict]:
+        from cxrlab.probe import predict_proba, train_linear_probe
+
+        st = self.settings
+        import torch
+
+        probe = train_linear_probe(
+            emb["train"], torch.from_numpy(self.data.labels("train")), emb["val"],
+            torch.from_numpy(self.data.labels("val")), epochs=st["probe_epochs"],
+            lr=st["probe_lr"], weight_decay=st["probe_weight_decay"],
+            batch_size=st["probe_batch_size"], seed=unit.seed, pos_weight=st["probe_pos_weight"])
+        scores = {name: predict_proba(probe, e) for name, e in emb.items() if name != "train"}
+        info = {"probe_best_epoch": probe.best_epoch, "probe_history": probe.history}
+        return scores, info
+
+    def fit(self, unit: Unit, method: str, backbone, monitor: bool):
+        from cxrlab.engine import fit, make_val_fn
+        from cxrlab.methods import create_algorithm
+
+        st = self.settings
+        alg = create_algorithm(method, backbone, num_labels=len(self.data.train_labels),
+                               hparams=self.cfg.hparams.get(method), seed=unit.seed)
+        val_fn = make_val_fn(self._arrays("val"), precision=self.precision) if monitor else None
+        result = fit(alg, self._arrays("train"), epochs=st["finetune_epochs"],
+                     batch_size=min(st["batch_size"], len(self.data.sets["train"].rows)),
+                     lr=st["lr"], weight_decay=st["weight_decay"], seed=unit.seed,
+                     out_dir=self.out / "checkpoints" / unit.name, device=self.device,
+                     precision=self.precision, num_workers=self.profile.num_workers,
+                     val_fn=val_fn, monitor="auc_macro" if monitor else None,
+                     resume=True, verbose=False)
+        return alg, result
+
+    # ------------------------------------------------------------------ one unit
+    def run_unit(self, unit: Unit) -> dict:
+        t0 = time.perf_counter()
+        udir = self.unit_dir(unit)
+        if self.overwrite and udir.exists():
+            (udir / "metrics.json").unlink(missing_ok=True)
+        if self.overwrite and (self.out / "checkpoints" / unit.name).exists():
+            import shutil
+
+            shutil.rmtree(self.out / "checkpoints" / unit.name)
+        info: dict[str, Any] = {}
+        bb = self.backbone(unit)
+        info["weights_id"] = bb.weights_id
+        if unit.method == "bce_probe":
+            emb = self.embeddings(bb, self.embedding_dir)
+            info["seconds_embed"] = round(time.perf_counter() - t0, 2)
+            scores, extra = self.probe_scores(emb, unit)
+            info.update(extra)
+        elif unit.method == "supcon":
+            alg, res = self.fit(unit, "supcon", bb, monitor=False)
+            info.update(_fit_info(res))
+            t1 = time.perf_counter()
+            emb = self.embeddings(alg.encoder, self.out / "checkpoints" / unit.name / "embeddings")
+            info["seconds_embed"] = round(time.perf_counter() - t1, 2)
+            scores, extra = self.probe_scores(emb, unit)
+            info.update(extra)
+        elif unit.method == "bce_finetune":
+            from cxrlab.engine import load_weights, predict_scores
+
+            alg, res = self.fit(unit, "bce_finetune", bb, monitor=True)
+            info.update(_fit_info(res))
+            if res.best_path is not None and Path(res.best_path).exists():
+                load_weights(alg, res.best_path)  # best epoch on source validation AUC
+            scores = {}
+            for name in self.data.sets:
+                if name == "train":
+                    continue
+                scores[name], _ = predict_scores(alg, self._arrays(name), precision=self.precision,
+                                                 num_workers=self.profile.num_workers)
+        else:  # pragma: no cover - _check_config refuses other names
+            raise StudyError(f"unknown method {unit.method!r}")
+        t_eval = time.perf_counter()
+        names = list(self.data.train_labels)
+        labels = {n: self.data.labels(n) for n in scores}
+        roles = {n: self.data.sets[n].role for n in self.data.eval_names}
+        groups = {n: self.data.groups(n) for n in roles}
+        rows, per_label, thr_table = evaluate_predictions(
+            scores, labels, names, self.label_spaces, roles, groups, n_boot=self.n_boot,
+            seed=unit.seed, source_defined=self.source_defined)
+        info["seconds_eval"] = round(time.perf_counter() - t_eval, 2)
+        info["seconds"] = round(time.perf_counter() - t0, 2)
+        self._write_unit(unit, rows, per_label, thr_table, scores, labels, info)
+        return info
+
+    def _write_unit(self, unit, rows, per_label, thr_table, scores, labels, info) -> None:
+        udir = self.unit_dir(unit)
+        udir.mkdir(parents=True, exist_ok=True)
+        arrays = {"label_names": np.array(self.data.train_labels)}
+        for name in scores:
+            arrays[f"{name}__scores"] = np.asarray(scores[name], dtype=np.float32)
+            arrays[f"{name}__labels"] = np.asarray(labels[name], dtype=np.float32)
+            arrays[f"{name}__rows"] = np.asarray(self.data.sets[name].rows, dtype=np.int64)
+        arrays["thresholds_tuned_source_val"] = thr_table["threshold"].to_numpy(dtype=np.float64)
+        with atomic_path(udir / "predictions.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+        per_label = per_label.copy()
+        for col, val in (("method", unit.method), ("backbone", unit.backbone), ("seed", unit.seed)):
+            per_label.insert(0, col, val)
+        atomic_to_csv(per_label, udir / "per_label.csv")
+        atomic_to_csv(thr_table, udir / "thresholds.csv")
+        cfg = self.unit_config(unit)
+        record = {
+            "unit": unit.name, "method": unit.method, "backbone": unit.backbone, "seed": unit.seed,
+            "config": cfg, "config_hash": self.config_hash(cfg), "rows": rows,
+            "source_undefined_labels": [k for k, v in self.source_defined.items() if not v],
+            "untuned_labels": thr_table.loc[~thr_table["tuned"], "label"].tolist(),
+            "synthetic": self.data.synthetic, "info": info,
+        }
+        atomic_write_json(udir / "metrics.json", record)  # last: marks the unit complete
+
+
+def _fit_info(res) -> dict:
+    return {"fit_epochs": len(res.history), "fit_resumed_from": res.resumed_from,
+            "fit_best_epoch": res.best_epoch, "images_seen": res.images_seen,
+            "fit_history": res.history,
+            "seconds_fit": round(sum(h.get("seconds", 0.0) for h in res.history), 2)}
+
+
+def _dict_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _dict_diff(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+def _resolve_profile(profile):
+    from cxrlab.config import Profile, get_profile
+
+    return profile if isinstance(profile, Profile) else get_profile(profile)
+
+
+def run_probe_study(config, out, profile=None, seeds: Sequence[int] | None = None, *,
+                    methods: Sequence[str] | None = None, backbones: Sequence[str] | None = None,
+                    caches: Mapping | None = None, overwrite: bool = False,
+                    verbose: bool = True) -> StudyResult:
+    """Run (or resume) every unit of a study and write its tables; no figures.
+
+    ``config``: YAML path, mapping or :class:`StudyConfig`; ``profile``: name or Profile
+    (default: ``$CXRLAB_PROFILE``); ``seeds``, ``methods``, ``backbones`` override the config;
+    ``caches``: member/cache name -> folder or open Cache. Writes ``out/results.csv``,
+    ``out/per_label.csv``, ``out/metrics.json``, ``out/units/...``, ``out/checkpoints/...``.
+    """
+    cfg = load_study_config(config)
+    if methods is not None:
+        cfg = dataclasses.replace(cfg, methods=tuple(methods))
+    if backbones is not None:
+        cfg = dataclasses.replace(cfg, backbones=tuple(backbones))
+    if seeds is not None:
+        cfg = dataclasses.replace(cfg, seeds=tuple(int(s) for s in seeds))
+    _check_config(cfg, "study config")
+    prof = _resolve_profile(profile)
+    out = Path(out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_study_data(cfg, prof, caches=caches, verbose=verbose)
+    runner = _Runner(cfg, prof, data, out, overwrite, verbose)
+    grid = [Unit(m, b, s) for m in cfg.methods for b in (cfg.backbones or prof.backbones)
+            for s in (cfg.seeds or prof.seeds)]
+    unit_rows, long_rows, per_label = [], [], []
+    for unit in grid:
+        done = runner.is_complete(unit)
+        if done:
+            status, secs = "complete (skipped)", 0.0
+        else:
+            info = runner.run_unit(unit)
+            status, secs = "computed", info["seconds"]
+        rec = json.loads((runner.unit_dir(unit) / "metrics.json").read_text())
+        if verbose:
+            print(f"{unit.name:<40} {status:<20} {secs:6.1f} s")
+        unit_rows.append({"unit": unit.name, "method": unit.method, "backbone": unit.backbone,
+                          "seed": unit.seed, "status": status, "seconds": secs,
+                          "seconds_computed": rec["info"].get("seconds"),
+                          "weights": rec["info"].get("weights_id")})
+        for r in rec["rows"]:
+            long_rows.append({"study": cfg.name, "method": unit.method,
+                              "setting": SETTING_NAMES[unit.method], "backbone": unit.backbone,
+                              "model": MODEL_NAMES.get(unit.backbone, unit.backbone),
+                              "seed": unit.seed, **r, "synthetic": data.synthetic})
+        per_label.append(pd.read_csv(runner.unit_dir(unit) / "per_label.csv"))
+    results = pd.DataFrame(long_rows, columns=list(RESULT_COLUMNS))
+    results.attrs["synthetic"] = data.synthetic
+    per_label_df = pd.concat(per_label, ignore_index=True)
+    per_label_df.attrs["synthetic"] = data.synthetic
+    res = StudyResult(name=cfg.name, out=out, config=cfg.as_dict(), profile=prof.name,
+                      synthetic=data.synthetic, results=results, per_label=per_label_df,
+                      units=pd.DataFrame(unit_rows), data=data.describe(),
+                      source_undefined=source_undefined_labels(data),
+                      protocol=data.protocol.describe())
+    _write_tables(res, runner)
+    return res
+
+
+def _write_tables(res: StudyResult, runner: _Runner) -> None:
+    out = res.out
+    atomic_to_csv(res.results, out / "results.csv")
+    atomic_to_csv(res.per_label, out / "per_label.csv")
+    summary = summarise(res.results)
+    atomic_to_csv(summary, out / "summary.csv")
+    atomic_write_json(out / "metrics.json", {
+        "kind": STUDY_KIND, "name": res.name, "synthetic": res.synthetic,
+        "label": "SYNTHETIC" if res.synthetic else "real data", "profile": res.profile,
+        "protocol": res.protocol, "config": res.config, "settings": runner.settings,
+        "source_undefined_labels": res.source_undefined,
+        "units": res.units.to_dict(orient="records"), "data": res.data.to_dict(orient="records"),
+        "summary": summary.to_dict(orient="records"),
+    })
+
+
+def run_study(config, out, profile=None, seeds: Sequence[int] | None = None, *,
+              overwrite: bool = False, verbose: bool = True, figures: bool = True,
+              **kwargs) -> StudyResult:
+    """``cxrlab run CONFIG --out DIR``: :func:`run_probe_study`, then figures (PNG) and a
+    ``README.md`` report in ``out``. Re-running skips finished units."""
+    res = run_probe_study(config, out, profile, seeds, overwrite=overwrite, verbose=verbose,
+                          **kwargs)
+    if figures:
+        res.figures = write_study_figures(res)
+    atomic_write_text(res.out / "README.md", study_markdown(res))
+    if verbose:
+        done = int((res.units["status"] == "computed").sum())
+        print(f"study {res.name} ({res.tag}): {len(res.units)} units, {done} computed, "
+              f"{len(res.units) - done} already complete; tables, figures and README.md in "
+              f"{res.out.name}/")
+    return res
