@@ -15,7 +15,7 @@ from cxrlab.engine import load_checkpoint
 from cxrlab.engine.__main__ import main as engine_main
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts_engine"
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 sys.path.insert(0, str(SCRIPTS))
 from engine_common import make_cache, nobn_backbone  # noqa: E402
 

@@ -8,7 +8,7 @@ from cxrlab.data.cache import CacheWriter
 from cxrlab.embeddings import embedding_key, extract_embeddings
 from cxrlab.models import create_backbone
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ SCRIPTS = Path(__file__).resolve().parent / "scripts_engine"
 sys.path.insert(0, str(SCRIPTS))
 from engine_common import make_cache, tensor_data  # noqa: E402
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- helpers

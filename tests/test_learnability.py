@@ -1,6 +1,6 @@
 """The synthetic hospitals are learnable and shifted, not noise (notebook 01's claims, tested).
 
-One module-scoped study per seed (0, 1 and 2; written once each, ~1 min on 2 CPU cores):
+One module-scoped study per seed (0, 1 and 2; written once each, ~70 s on 2 CPU cores):
 
 * a small CNN trained at ``source`` (train split; epoch chosen on source val) reaches a clearly
   better-than-chance macro AUC on the source test split, and loses a clear margin at a target;
@@ -31,7 +31,7 @@ LABELS = shift.DEFAULT_GAP_LABELS      # Effusion, Cardiomegaly, Pneumothorax, A
 
 # Measured on seeds 0 / 1 / 2 (``python tests/test_learnability.py 0,1,2``, torch 2.14 CPU,
 # ~30 s per seed on a quiet 2-core machine); each threshold sits well below the worst seed.
-# The suite runs all three seeds (one module-scoped study each, ~1 min apiece), so the margins
+# The suite runs all three seeds (one module-scoped study each, ~70 s apiece), so the margins
 # are checked to hold across seeds rather than assumed from one.
 MEASURED = {   # generator version 2, 2026-11-22
     "source_auc_macro": (0.933, 0.904, 0.925),

@@ -13,7 +13,7 @@ from cxrlab.models import create_backbone
 sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts_engine"))
 from engine_common import tensor_data  # noqa: E402
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def alg(name, hparams=None, n_labels=7):

@@ -6,7 +6,7 @@ import torch
 from cxrlab.models import (WeightsMismatchError, WeightsUnavailableError, create_backbone,
                            list_backbones)
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = 64
 _MADE: dict = {}
 

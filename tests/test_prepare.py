@@ -90,7 +90,7 @@ def test_resume_after_crash_gives_the_same_bytes(tmp_path, monkeypatch):
 
     seen = []
     monkeypatch.setattr(prep, "_process_chunk", lambda task: seen.append(task) or real(task))
-    cache = prep.prepare("nih", root, tmp_path / "out", image_size=SIZE, workers=1, chunk_size=2)
+    prep.prepare("nih", root, tmp_path / "out", image_size=SIZE, workers=1, chunk_size=2)
     assert sum(len(t[3]) for t in seen) == 16 - 6        # only the rows not done before
     assert cache_bytes(tmp_path / "out") == cache_bytes(ref.path)
     assert pd.read_csv(tmp_path / "out" / "skipped.csv").shape[0] == 2

@@ -9,7 +9,7 @@ from cxrlab.losses import balanced_pos_weight, masked_bce_with_logits
 from cxrlab.probe import (masked_auc_macro, predict_proba, select_linear_probe,
                           train_frozen_probe_epochs, train_linear_probe)
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def separable(n=600, d=16, labels=3, seed=0):

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from cxrlab import cli
@@ -45,13 +44,11 @@ def _config(cache_path: Path, **over) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
+def tiny_study(tmp_path_factory, one_thread):
     """(out folder, config path, home) of a tiny 3-method study run through `cxrlab run`."""
     from cxrlab.data.synthetic import write_synthetic_cache
 
     root = tmp_path_factory.mktemp("study")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: tiny models gain nothing from more
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CXRLAB_HOME", str(root / "home"))
         mp.setenv("CXRLAB_PROGRESS", "0")
@@ -62,7 +59,6 @@ def tiny_study(tmp_path_factory):
         out = root / "results" / "tiny"
         assert cli.main(["run", str(cfg_path), "--out", str(out), "--profile", "ci"]) == 0
         yield out, cfg_path, root / "home", cache
-    torch.set_num_threads(threads)
 
 
 def test_run_writes_every_output(tiny_study):
