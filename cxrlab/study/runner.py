@@ -163,6 +163,16 @@ class _Runner:
         info = {"probe_best_epoch": probe.best_epoch, "probe_history": probe.history}
         return scores, info
 
+    def embed_and_probe(self, encoder, cache_dir, unit: Unit, info: dict) -> dict:
+        """Embeddings of every set by the frozen ``encoder``, then the linear probe; the
+        probe's scores per set (``info`` gets the timings and the probe's history)."""
+        t0 = time.perf_counter()
+        emb = self.embeddings(encoder, cache_dir)
+        info["seconds_embed"] = round(time.perf_counter() - t0, 2)
+        scores, extra = self.probe_scores(emb, unit)
+        info.update(extra)
+        return scores
+
     def fit(self, unit: Unit, method: str, backbone, monitor: bool):
         from cxrlab.engine import fit, make_val_fn
         from cxrlab.methods import create_algorithm
@@ -194,18 +204,13 @@ class _Runner:
         bb = self.backbone(unit)
         info["weights_id"] = bb.weights_id
         if unit.method == "bce_probe":
-            emb = self.embeddings(bb, self.embedding_dir)
-            info["seconds_embed"] = round(time.perf_counter() - t0, 2)
-            scores, extra = self.probe_scores(emb, unit)
-            info.update(extra)
+            scores = self.embed_and_probe(bb, self.embedding_dir, unit, info)
         elif unit.method == "supcon":
             alg, res = self.fit(unit, "supcon", bb, monitor=False)
             info.update(_fit_info(res))
-            t1 = time.perf_counter()
-            emb = self.embeddings(alg.encoder, self.out / "checkpoints" / unit.name / "embeddings")
-            info["seconds_embed"] = round(time.perf_counter() - t1, 2)
-            scores, extra = self.probe_scores(emb, unit)
-            info.update(extra)
+            scores = self.embed_and_probe(alg.encoder,
+                                          self.out / "checkpoints" / unit.name / "embeddings",
+                                          unit, info)
         elif unit.method == "bce_finetune":
             from cxrlab.engine import load_weights, predict_scores
 
