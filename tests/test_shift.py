@@ -12,6 +12,9 @@ import torch
 from matplotlib.figure import Figure
 
 from cxrlab import plots, shift
+from cxrlab.shift import domain as shift_domain
+from cxrlab.shift import images as shift_images
+from cxrlab.shift import small_cnn as shift_cnn
 from cxrlab.data.cache import CacheWriter
 from cxrlab.labels import NIH14, lesion_bit
 
@@ -76,15 +79,15 @@ def cache(tmp_path_factory):
 def test_noise_estimate_recovers_known_sigma():
     rng = np.random.default_rng(0)
     flat = np.full((4, 64, 64), 128, np.uint8)
-    st = shift._batch_statistics(flat)
+    st = shift_images._batch_statistics(flat)
     assert np.allclose(st["noise"], 0) and np.allclose(st["gradient"], 0)
     assert np.allclose(st["std"], 0) and np.allclose(st["contrast"], 0)
     # a smooth ramp plus noise: the estimate ignores the ramp and finds sigma = 10
     ramp = np.linspace(40, 200, 64)[None, None, :] * np.ones((4, 64, 1))
     noisy = np.clip(np.round(ramp + rng.normal(0, 10, ramp.shape)), 0, 255).astype(np.uint8)
-    est = shift._batch_statistics(noisy)["noise"]
+    est = shift_images._batch_statistics(noisy)["noise"]
     assert np.all(np.abs(est - 10) < 1.0), est
-    assert np.all(shift._batch_statistics(ramp.astype(np.uint8))["noise"] < 0.5)
+    assert np.all(shift_images._batch_statistics(ramp.astype(np.uint8))["noise"] < 0.5)
 
 
 def test_image_statistics_measure_the_known_shift(cache):
@@ -235,7 +238,7 @@ def test_plots_return_figures_and_save_png(cache, tmp_path):
                         "auc_macro": [0.9, 0.7], "drop": [0.0, 0.2], "auc_Effusion": [0.9, 0.7],
                         "n_pos_Effusion": [2, 2]})
     gap.attrs.update(source="alpha", synthetic=True)
-    dom = shift._domain_result(np.array([0, 0, 1, 1]), np.array(
+    dom = shift_domain._domain_result(np.array([0, 0, 1, 1]), np.array(
         [[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.1, 0.9]]), ["alpha", "beta"], "logreg", 8, True)
     figs = {
         "gallery": plots.plot_gallery(cache, per_domain=3),
@@ -274,7 +277,7 @@ def test_prevalence_table_accepts_several_shapes():
 def test_random_shift_translates_with_edge_repeat():
     x = torch.arange(2 * 25, dtype=torch.uint8).reshape(2, 1, 5, 5)
     g = torch.Generator().manual_seed(0)
-    y = shift._random_shift(x, 1, g)
+    y = shift_cnn._random_shift(x, 1, g)
     assert y.dtype == torch.uint8 and y.shape == x.shape
     for i in range(2):  # each output is the input moved by (dy, dx) in [-1, 1]^2, edges repeated
         ok = False
@@ -284,4 +287,4 @@ def test_random_shift_translates_with_edge_repeat():
                 ix = np.clip(np.arange(5) + dx, 0, 4)
                 ok |= bool((y[i, 0].numpy() == x[i, 0].numpy()[np.ix_(iy, ix)]).all())
         assert ok
-    assert shift._random_shift(x, 0, g) is x
+    assert shift_cnn._random_shift(x, 0, g) is x
