@@ -50,7 +50,7 @@ def _domains(summary: pd.DataFrame) -> list[str]:
 
 
 def _models(summary: pd.DataFrame) -> list[str]:
-    from cxrlab.study import _model_order
+    from cxrlab.study.tables import _model_order
 
     return _model_order(summary["backbone"].unique())
 

@@ -46,7 +46,7 @@ def test_protocols_ship_inside_the_package_and_load_from_any_folder(tmp_path, mo
     """A pip install (Colab) has no configs/ folder: the course protocols must be package data,
     and a user's own ./configs/protocols/<name>.yaml comes first."""
     import cxrlab
-    from cxrlab.data import protocols as P
+    from cxrlab.data.protocols import spec as P
 
     pkg = Path(cxrlab.__file__).parent / "protocols"
     assert P._PACKAGED_PROTOCOLS == pkg and SHIPPED <= {f.stem for f in pkg.glob("*.yaml")}

@@ -17,6 +17,7 @@ import yaml
 
 from cxrlab import cli
 from cxrlab import study as S
+from cxrlab.study.runner import _Runner
 from cxrlab.labels import NIH14, SHARED7, defined_labels
 
 MIMIC_UNDEFINED = sorted(set(NIH14) - set(defined_labels("mimic")))
@@ -124,7 +125,7 @@ def test_resume_skips_finished_units(tiny_study, monkeypatch, capsys):
     def boom(self, unit):
         raise AssertionError(f"unit {unit.name} was recomputed")
 
-    monkeypatch.setattr(S._Runner, "run_unit", boom)
+    monkeypatch.setattr(_Runner, "run_unit", boom)
     assert cli.main(["run", str(cfg_path), "--out", str(out), "--profile", "ci"]) == 0
     assert "complete (skipped)" in capsys.readouterr().out
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "units").glob("*/metrics.json")}
@@ -137,13 +138,13 @@ def test_killed_unit_resumes_from_its_checkpoint(tiny_study, monkeypatch):
     before = pd.read_csv(unit / "per_label.csv")
     (unit / "metrics.json").unlink()  # as if killed after training, before it was scored
     calls = []
-    real = S._Runner.run_unit
+    real = _Runner.run_unit
 
     def spy(self, u):
         calls.append(u.name)
         return real(self, u)
 
-    monkeypatch.setattr(S._Runner, "run_unit", spy)
+    monkeypatch.setattr(_Runner, "run_unit", spy)
     res = S.run_probe_study(cfg_path, out, profile="ci", verbose=False)
     assert calls == ["supcon__tiny_cnn__seed0"]
     info = S.unit_summary(unit)["info"]

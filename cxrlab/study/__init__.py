@@ -48,9 +48,9 @@ from cxrlab.study.data import StudyData, load_study_data, source_undefined_label
 from cxrlab.study.evaluate import evaluate_predictions
 from cxrlab.study.report import report, study_markdown, write_study_figures
 from cxrlab.study.result import STUDY_KIND, StudyResult, load_study
-from cxrlab.study.runner import UNIT_VERSION, Unit, _Runner, run_probe_study, run_study
+from cxrlab.study.runner import UNIT_VERSION, Unit, run_probe_study, run_study
 from cxrlab.study.tables import (METRIC_NAMES, MODEL_NAMES, RESULT_COLUMNS, SETTING_NAMES,
-                                 STAND_INS, _model_order, compare_with_published, markdown_table,
+                                 STAND_INS, compare_with_published, markdown_table,
                                  published_cohen2020_table, published_seed000_table,
                                  seed000_table, summarise, unit_summary)
 
@@ -62,5 +62,4 @@ __all__ = [
     "study_markdown", "summarise", "unit_summary", "seed000_table", "published_seed000_table",
     "published_cohen2020_table", "compare_with_published", "markdown_table", "load_study",
     "report", "synthetic_cache", "source_undefined_labels",
-    "_Runner", "_model_order",  # for tests and cxrlab.plots_study
 ]

@@ -58,7 +58,7 @@ Two modules: :mod:`~cxrlab.data.protocols.spec` reads and checks the YAML,
 :mod:`~cxrlab.data.protocols.resolve` opens the caches and chooses the rows.
 """
 from cxrlab.data.protocols.resolve import ResolvedProtocol, ResolvedSet, find_duplicates
-from cxrlab.data.protocols.spec import (_PACKAGED_PROTOCOLS, AGE_RULES, DATASETS, LATERAL_VIEWS,
+from cxrlab.data.protocols.spec import (AGE_RULES, DATASETS, LATERAL_VIEWS,
                                         TARGET_SPLITS, DataSpec, Protocol, ProtocolError,
                                         SampleSpec, list_protocols, load_protocol,
                                         protocol_dirs, protocol_from_dict, protocol_to_dict)
@@ -66,4 +66,4 @@ from cxrlab.data.protocols.spec import (_PACKAGED_PROTOCOLS, AGE_RULES, DATASETS
 __all__ = ["AGE_RULES", "DATASETS", "LATERAL_VIEWS", "TARGET_SPLITS", "DataSpec", "Protocol",
            "ProtocolError", "ResolvedProtocol", "ResolvedSet", "SampleSpec", "find_duplicates",
            "list_protocols", "load_protocol", "protocol_dirs", "protocol_from_dict",
-           "protocol_to_dict", "_PACKAGED_PROTOCOLS"]
+           "protocol_to_dict"]
