@@ -12,11 +12,11 @@ import torch
 from matplotlib.figure import Figure
 
 from cxrlab import plots, shift
+from cxrlab.data.cache import CacheWriter
+from cxrlab.labels import NIH14, lesion_bit
 from cxrlab.shift import domain as shift_domain
 from cxrlab.shift import images as shift_images
 from cxrlab.shift import small_cnn as shift_cnn
-from cxrlab.data.cache import CacheWriter
-from cxrlab.labels import NIH14, lesion_bit
 
 # three fake hospitals that differ in brightness and noise (known answers)
 FAKE = {"alpha": (70.0, 2.0), "beta": (120.0, 8.0), "gamma": (170.0, 20.0)}

@@ -1,6 +1,5 @@
-"""Resolving a protocol: open its caches and choose the rows of every member, in the order
-the keys are documented in :mod:`cxrlab.data.protocols` (split, domain, query, frontal_only,
-labeled_only, duplicate exclusion, age rule, one image per patient, class-balanced sample).
+"""Resolving a protocol: open its caches and choose the rows of every member, step by step in
+the order :mod:`cxrlab.data.protocols` documents.
 """
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ import pandas as pd
 
 from cxrlab.data.cache import SPLITS, Cache, CacheError
 from cxrlab.data.protocols.spec import LATERAL_VIEWS, DataSpec, Protocol, ProtocolError
+
 
 @dataclass
 class ResolvedSet:
