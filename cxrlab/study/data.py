@@ -15,6 +15,7 @@ import pandas as pd
 from cxrlab.labels import ALL_LABELS, get_label_space
 from cxrlab.study.config import StudyConfig, StudyError, _label_space_names, mask_labels
 
+
 def synthetic_cache(data_dir: str | os.PathLike, n_per_hospital: int, image_size: int,
                     seed: int = 0, shortcut: bool = False, verbose: bool = True):
     """The synthetic hospitals as a cache under ``data_dir``, written once and reused.

@@ -11,6 +11,7 @@ from cxrlab import metrics as M
 from cxrlab.labels import get_label_space
 from cxrlab.study.config import _space_key
 
+
 def evaluate_predictions(scores: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
                          label_names: Sequence[str], label_spaces: Sequence,
                          roles: Mapping[str, str], groups: Mapping[str, np.ndarray | None] | None = None,

@@ -12,6 +12,7 @@ from cxrlab.study.result import STUDY_KIND, StudyResult, load_study
 from cxrlab.study.tables import (markdown_table, published_cohen2020_table,
                                  published_seed000_table, seed000_table, summarise)
 
+
 def write_study_figures(res: StudyResult, dpi: int = 90) -> dict[str, Path]:
     """The study's PNG figures in ``res.out``: in- vs out-of-domain, fixed vs tuned thresholds,
     14 labels vs shared 7, per-label AUC at the first target."""
