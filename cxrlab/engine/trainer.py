@@ -186,6 +186,7 @@ def fit(algorithm, train_data, *, epochs: int, batch_size: int, lr: float,
         raise ValueError(f"the training labels have {width} columns but the algorithm was built "
                          f"for num_labels={algorithm.num_labels}; build it with num_labels={width} "
                          "(the size of the label space)")
+    algorithm.prepare_data(batches)  # e.g. the masking methods' masks: errors before step 1
     sampler = EpochBatchSampler(len(batches), batch_size, seed, info.rank, info.world_size)
     steps_per_epoch = len(sampler)
 

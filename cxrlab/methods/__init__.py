@@ -9,6 +9,8 @@ Every method is an :class:`~cxrlab.methods.base.Algorithm` with one training int
 from cxrlab.methods.base import Algorithm, HParamError
 from cxrlab.methods.registry import ALGORITHMS, create_algorithm, get_algorithm, register_algorithm
 from cxrlab.methods.supcon_method import PretrainOnlyError
+from cxrlab.methods import actdiff, rrr  # noqa: F401,E402  (register 'actdiff', 'rrr')
+from cxrlab.methods.mask_guided import MaskError  # noqa: E402
 
-__all__ = ["ALGORITHMS", "Algorithm", "HParamError", "PretrainOnlyError", "create_algorithm",
+__all__ = ["ALGORITHMS", "Algorithm", "HParamError", "MaskError", "PretrainOnlyError", "create_algorithm",
            "get_algorithm", "register_algorithm"]
