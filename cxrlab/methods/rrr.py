@@ -27,11 +27,16 @@ from cxrlab.methods.registry import register_algorithm
 OUTPUTS = ("sigmoid", "softmax")
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """float32 for half-precision tensors (bf16 autocast), float64 stays float64."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def _log_probs(logits: torch.Tensor, outputs: str) -> torch.Tensor:
     if outputs == "sigmoid":
-        return F.logsigmoid(logits.float())
+        return F.logsigmoid(_full(logits))
     if outputs == "softmax":
-        return F.log_softmax(logits.float(), dim=1)
+        return F.log_softmax(_full(logits), dim=1)
     raise MaskError(f"outputs must be one of {OUTPUTS}, got {outputs!r}")
 
 
@@ -42,7 +47,7 @@ def _check_allowed(x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
             or allowed.shape[-2:] != x.shape[-2:]:
         raise MaskError(f"allowed has shape {tuple(allowed.shape)} but x is {tuple(x.shape)}; "
                         "give one mask per image, [B, 1, H, W] or [B, H, W]")
-    return allowed.to(x.device, torch.float32)
+    return allowed.to(x.device, _full(x).dtype)
 
 
 def rrr_penalty_from_logits(logits: torch.Tensor, x: torch.Tensor, allowed: torch.Tensor,
@@ -56,7 +61,7 @@ def rrr_penalty_from_logits(logits: torch.Tensor, x: torch.Tensor, allowed: torc
     (grad,) = torch.autograd.grad(logp, x, create_graph=True)
     has_mask = (allowed.flatten(1).amax(1) > 0).to(grad.dtype)  # images without a mask: 0
     outside = (1.0 - allowed) * has_mask[:, None, None, None]
-    return ((outside * grad.float()) ** 2).sum()
+    return ((outside * _full(grad)) ** 2).sum()
 
 
 def rrr_penalty(model, x: torch.Tensor, allowed: torch.Tensor,
