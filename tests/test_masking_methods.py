@@ -330,3 +330,16 @@ def test_cache_dataset_masks_are_checked_and_looked_up(tmp_path):
     batch["lung_mask"] = torch.zeros_like(batch["lung_mask"])
     batch["lung_mask"][:, :, 4:28, 4:28] = 1
     assert not torch.equal(alg.allowed_regions(batch), looked_up)
+
+
+# ----------------------------------------------------------------------------- bench
+def test_bench_reports_step_overhead_ratios():
+    from cxrlab.bench import GROUPS
+    from cxrlab.bench.masking import run
+
+    assert GROUPS["masking"] == "cxrlab.bench.masking"
+    out = run(quick=True)
+    for key in ("rrr_step_overhead_ratio", "actdiff_step_overhead_ratio"):
+        assert out[key] > 1.0, out  # both do more work than an ERM step: a real measurement
+    assert out["rrr_step_ms"] == pytest.approx(out["erm_step_ms"] * out["rrr_step_overhead_ratio"],
+                                               rel=0.02)

@@ -60,15 +60,14 @@ def shuffle_outside(x: torch.Tensor, allowed: torch.Tensor,
     outside = (allowed.reshape(B, n) == 0).to(x.device)
     gdev = generator.device if generator is not None else x.device
     rand = torch.rand(B, n, generator=generator, device=gdev).to(x.device)
-    pos = torch.arange(n, device=x.device, dtype=torch.float32).expand(B, n)
-    # outside pixels sort first (by position in `dest`, at random in `src`), then the inside
-    # pixels in the same order in both: src -> dest is the identity inside, a random
-    # permutation of the outside pixels outside
-    dest = torch.argsort(torch.where(outside, pos, n + pos), dim=1)
-    src = torch.argsort(torch.where(outside, rand, n + pos), dim=1)
-    flat = x.reshape(B, C, n)
-    moved = flat.gather(2, src[:, None, :].expand(B, C, n))
-    out = torch.empty_like(flat).scatter(2, dest[:, None, :].expand(B, C, n), moved)
+    # one sort: the outside pixels first, in random order; the k-th outside pixel (in
+    # reading order) takes the value of the k-th of that random order; inside pixels keep
+    # their own value
+    order = torch.argsort(torch.where(outside, rand, torch.full_like(rand, 2.0)), dim=1)
+    rank = (torch.cumsum(outside, dim=1) - 1).clamp(min=0)
+    own = torch.arange(n, device=x.device).expand(B, n)
+    src = torch.where(outside, order.gather(1, rank), own)
+    out = x.reshape(B, C, n).gather(2, src[:, None, :].expand(B, C, n))
     return out.reshape(B, C, H, W)
 
 
