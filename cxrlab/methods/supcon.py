@@ -111,5 +111,5 @@ class SupConPretrain(Algorithm):
         raise PretrainOnlyError(
             "SupConPretrain learns an encoder, not a classifier: it has no label predictions. "
             "Freeze the pre-trained encoder (algorithm.encoder), embed the images with "
-            "cxrlab.embeddings.extract_embeddings and fit the linear probe with "
+            "cxrlab.probe.extract_embeddings and fit the linear probe with "
             "cxrlab.probe.train_linear_probe; predict with the probe.")

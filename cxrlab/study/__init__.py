@@ -13,7 +13,7 @@ name and its way of being scored (``Algorithm.scoring``); the tables and figures
 name from there. The three methods of seed 000, plus the control arm it lacked:
 
 * ``bce_probe`` -- frozen backbone, embeddings computed once and cached on disk
-  (:mod:`cxrlab.embeddings`), a linear head trained with masked BCE (:mod:`cxrlab.probe`).
+  (:mod:`cxrlab.probe.embeddings`), a linear head trained with masked BCE (:mod:`cxrlab.probe`).
 * ``bce_finetune`` -- backbone and head trained end to end with BCE by the engine
   (:func:`cxrlab.engine.fit`), the *same budget* (epochs, batch size, augmentations) as SupCon.
   Without it, "SupCon beats the frozen BCE probe" mixes two causes: the loss, and the fact that

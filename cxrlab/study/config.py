@@ -25,7 +25,7 @@ class StudyConfig:
     """What a study runs. Load from YAML with :func:`load_study_config`; ``None`` = the profile's
     value. Unknown keys are refused.
 
-    protocol: a protocol name (``cxrlab/protocols/<name>.yaml``: ``synthetic``,
+    protocol: a protocol name (``cxrlab/data/protocols/<name>.yaml``: ``synthetic``,
         ``mimic_to_nih``, ``chexpert_to_nih``), a YAML path, or an inline mapping.
     target_split: override every target's split (``train|val|test|all``). Target images are
         never used for training, thresholds or selection, so ``all`` is honest and gives

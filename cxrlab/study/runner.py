@@ -154,7 +154,7 @@ class _Runner:
         return ds
 
     def embeddings(self, backbone, cache_dir) -> dict:
-        from cxrlab.embeddings import extract_embeddings
+        from cxrlab.probe.embeddings import extract_embeddings
 
         out = {}
         for name, s in self.data.sets.items():
