@@ -167,7 +167,7 @@ def test_thresholds_come_from_source_validation_only(tiny_study, monkeypatch, tm
     monkeypatch.setenv("CXRLAB_HOME", str(home))
     cfg = S.load_study_config(_config(cache.path, methods=["bce_probe"]))
     from cxrlab import metrics as M
-    from cxrlab.config import get_profile
+    from cxrlab.profiles import get_profile
 
     data = S.load_study_data(cfg, get_profile("ci"), verbose=False)
     val = data.labels("val")

@@ -37,7 +37,7 @@ KEY_VERSION = 1
 def default_cache_dir() -> Path:
     """``<profile checkpoint_dir>/embeddings`` (override with ``cache_dir=`` or
     ``CXRLAB_CHECKPOINT_DIR``)."""
-    from cxrlab.config import get_profile
+    from cxrlab.profiles import get_profile
 
     return Path(get_profile().checkpoint_dir) / "embeddings"
 
@@ -141,7 +141,7 @@ def extract_embeddings(backbone, cache, rows: Sequence[int] | None = None, batch
     return_info : also return ``{"hit": bool, "path": str | None, "seconds": float, "key": str,
         "fields": dict}``.
     """
-    from cxrlab.config import resolve_device
+    from cxrlab.profiles import resolve_device
 
     cache = cache if isinstance(cache, Cache) else open_cache(cache)
     rows = np.arange(len(cache), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)

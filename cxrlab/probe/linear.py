@@ -219,7 +219,7 @@ def train_frozen_probe_epochs(backbone, cache, rows, labels, *, epochs: int = 10
 
     ``rows``: cache rows of the training images; ``labels``: [n, L] (NaN = not labelled).
     """
-    from cxrlab.config import resolve_device
+    from cxrlab.profiles import resolve_device
     from cxrlab.data.cache import Cache, open_cache
     from cxrlab.engine.accel import autocast_context, effective_precision
     from cxrlab.probe.embeddings import (compute_embeddings,

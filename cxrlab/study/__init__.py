@@ -40,15 +40,15 @@ atomically), ``per_label.csv`` and ``predictions.npz``; a finished unit is skipp
 run; a unit killed in training continues from its engine checkpoint ``checkpoints/<unit>/``.
 
 The package, one job per module: :mod:`~cxrlab.study.config` (what runs),
-:mod:`~cxrlab.study.data` (the resolved protocol), :mod:`~cxrlab.study.evaluate` (scoring one
+:mod:`~cxrlab.study.sets` (the resolved protocol), :mod:`~cxrlab.study.scoring` (scoring one
 model), :mod:`~cxrlab.study.runner` (the units and the study), :mod:`~cxrlab.study.result`
 (reading a study back), :mod:`~cxrlab.study.tables`, :mod:`~cxrlab.study.plots` (figures) and
 :mod:`~cxrlab.study.report`.
 """
 from cxrlab.study.config import (THRESHOLDS, Arm, StudyConfig, StudyError, load_study_config,
                                  mask_labels, study_arms)
-from cxrlab.study.data import StudyData, load_study_data, source_undefined_labels, synthetic_cache
-from cxrlab.study.evaluate import evaluate_predictions
+from cxrlab.study.sets import StudyData, load_study_data, source_undefined_labels, synthetic_cache
+from cxrlab.study.scoring import evaluate_predictions
 from cxrlab.study.report import report, study_markdown, write_study_figures
 from cxrlab.study.result import STUDY_KIND, StudyResult, load_study
 from cxrlab.study.runner import UNIT_VERSION, Unit, run_probe_study, run_study

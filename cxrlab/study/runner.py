@@ -15,8 +15,8 @@ import pandas as pd
 from cxrlab.io import atomic_path, atomic_to_csv, atomic_write_json, atomic_write_text
 from cxrlab.study.config import (Arm, StudyConfig, StudyError, _check_config, _json_default,
                                  _label_space_names, _space_key, load_study_config)
-from cxrlab.study.data import StudyData, load_study_data, source_undefined_labels
-from cxrlab.study.evaluate import evaluate_predictions
+from cxrlab.study.sets import StudyData, load_study_data, source_undefined_labels
+from cxrlab.study.scoring import evaluate_predictions
 from cxrlab.study.report import study_markdown, write_study_figures
 from cxrlab.study.result import STUDY_KIND, StudyResult
 from cxrlab.study.tables import RESULT_COLUMNS, summarise
@@ -45,7 +45,7 @@ class _Runner:
 
     def __init__(self, cfg: StudyConfig, profile, data: StudyData, out: Path, overwrite: bool,
                  verbose: bool):
-        from cxrlab.config import resolve_device
+        from cxrlab.profiles import resolve_device
 
         self.cfg, self.profile, self.data, self.out = cfg, profile, data, out
         self.overwrite, self.verbose = overwrite, verbose
@@ -302,7 +302,7 @@ def _dict_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def _resolve_profile(profile):
-    from cxrlab.config import Profile, get_profile
+    from cxrlab.profiles import Profile, get_profile
 
     return profile if isinstance(profile, Profile) else get_profile(profile)
 

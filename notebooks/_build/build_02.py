@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from cxrlab.config import get_profile
+from cxrlab.profiles import get_profile
 from cxrlab import plots_study as P
 from cxrlab import study as S
 

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from cxrlab.config import get_profile
+from cxrlab.profiles import get_profile
 from cxrlab import plots_study as P
 from cxrlab import study as S
 

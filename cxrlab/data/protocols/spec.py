@@ -356,7 +356,7 @@ def _sample(raw, role, where, label_space) -> SampleSpec:
 def _default_data_dir(data_dir) -> Path:
     if data_dir is not None:
         return Path(data_dir).expanduser()
-    from cxrlab.config import get_profile
+    from cxrlab.profiles import get_profile
 
     return Path(get_profile().data_dir).expanduser()
 
