@@ -27,7 +27,7 @@ import argparse
 import sys
 from pathlib import Path, PurePosixPath
 
-from cxrlab.download import (PHYSIONET_USER_ENV, DownloadError, download_file, fetch_checksum_list,
+from cxrlab.data.download import (PHYSIONET_USER_ENV, DownloadError, download_file, fetch_checksum_list,
                              format_steps, physionet_credentials)
 
 VERSION = "1.0.0"

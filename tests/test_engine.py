@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cxrlab.engine import (CheckpointMismatchError, NonFiniteLossError, fit, load_checkpoint)
-from cxrlab.engine.data import EpochBatchSampler, collate_dict
+from cxrlab.engine.batching import EpochBatchSampler, collate_dict
 from cxrlab.methods import ALGORITHMS, Algorithm, HParamError, create_algorithm, get_algorithm
 from cxrlab.methods import register_algorithm
 from cxrlab.methods.bce import BCEFinetune

@@ -200,7 +200,7 @@ def test_mask_areas_on_the_synthetic_hospitals():
     from cxrlab.data.synthetic import generate
     from cxrlab.labels import NIH14
 
-    b = generate("source", 64, 64, seed=0, prevalence={"Pneumothorax": 5})
+    b = generate("source", 64, 64, seed=0, prevalence_factor={"Pneumothorax": 5})
     k = NIH14.index("Pneumothorax")
     pos = b.labels[:, k] > 0
     assert pos.sum() >= 5
@@ -311,7 +311,7 @@ def test_cache_dataset_masks_are_checked_and_looked_up(tmp_path):
     """Training from a cache: prepare_data reads the whole set's masks once; the steps look
     rows up (same penalty as computing every batch afresh)."""
     from cxrlab.data.dataset import CacheDataset
-    from cxrlab.engine.data import as_batches, collate_dict
+    from cxrlab.engine.batching import as_batches, collate_dict
 
     cache = make_cache(tmp_path / "cache", masks=True)
     rows = cache.select("train")

@@ -25,7 +25,7 @@ def _batch(n: int, size: int = 64):
     from cxrlab.data.synthetic import generate
     from cxrlab.labels import NIH14
 
-    b = generate("source", n, size, seed=0, prevalence={"Pneumothorax": 4})
+    b = generate("source", n, size, seed=0, prevalence_factor={"Pneumothorax": 4})
     k = NIH14.index("Pneumothorax")
     return {"image": torch.from_numpy(b.images)[:, None],
             "labels": torch.from_numpy(b.labels[:, k:k + 1]),
@@ -36,7 +36,7 @@ def _batch(n: int, size: int = 64):
 
 def _stepper(method: str, hparams: dict, batch: dict):
     """A function running one whole training step of ``method`` on ``batch``."""
-    from cxrlab.engine.data import as_batches
+    from cxrlab.engine.batching import as_batches
     from cxrlab.methods import create_algorithm
     from cxrlab.models import create_backbone
 

@@ -37,12 +37,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from cxrlab.config import resolve_device
+from cxrlab.profiles import resolve_device
 from cxrlab.engine import distributed as D
 from cxrlab.engine.accel import autocast_context, compile_modules, effective_precision, use_channels_last
 from cxrlab.engine.checkpoint import (BEST, LAST, atomic_copy, capture_rng, check_same_config, config_hash,
                                       epoch_path, load_checkpoint, restore_rng, save_checkpoint)
-from cxrlab.engine.data import EpochBatchSampler, as_batches, epoch_seed, fingerprint, label_width
+from cxrlab.engine.batching import EpochBatchSampler, as_batches, epoch_seed, fingerprint, label_width
 from cxrlab.engine.guards import LossWatch
 from cxrlab.engine.schedule import SCHEDULES, StepSchedule
 from cxrlab.io import atomic_write_json
@@ -137,7 +137,7 @@ def fit(algorithm, train_data, *, epochs: int, batch_size: int, lr: float,
     ----------
     algorithm: a :class:`cxrlab.methods.base.Algorithm`.
     train_data: a :class:`cxrlab.data.dataset.CacheDataset`, ``(images, labels)`` tensors from
-        :func:`cxrlab.data.dataset.load_arrays`, or a dict of tensors (see :mod:`cxrlab.engine.data`).
+        :func:`cxrlab.data.dataset.load_arrays`, or a dict of tensors (see :mod:`cxrlab.engine.batching`).
     epochs, batch_size: the budget. ``batch_size`` is the *global* batch (split over ranks
         under ``torchrun``); every epoch has ``len(train_data) // batch_size`` steps.
     lr, weight_decay: base learning rate (methods may scale it per parameter group, see
@@ -150,7 +150,7 @@ def fit(algorithm, train_data, *, epochs: int, batch_size: int, lr: float,
         backend name.
     num_workers: DataLoader worker processes (Dataset inputs only).
     val_fn: ``val_fn(algorithm) -> {name: float}`` after every epoch (e.g.
-        :func:`cxrlab.engine.evaluate.make_val_fn` on the *source* validation split).
+        :func:`cxrlab.engine.predict.make_val_fn` on the *source* validation split).
     monitor, monitor_mode: a key of ``val_fn``'s result and whether higher ("max", e.g.
         ``auc_macro``) or lower ("min", e.g. ``loss``) is better: the best epoch is kept in
         ``best.pt``.

@@ -26,6 +26,10 @@ import torch
 from torch import nn
 
 
+#: the ways a study can score a method (see :attr:`Algorithm.scoring`)
+SCORINGS = ("predict", "probe", "embed_probe")
+
+
 class HParamError(KeyError):
     """An algorithm was given a hyper-parameter it does not declare."""
 
@@ -50,8 +54,22 @@ class Algorithm(nn.Module):
         overrides of :meth:`default_hparams`; unknown keys raise :class:`HParamError`.
     """
 
-    #: registry name (set by subclasses)
+    #: registry name (set by :func:`~cxrlab.methods.registry.register_algorithm`)
     name: str = "algorithm"
+    #: the method's name in tables (a study's "setting" column) and figure legends
+    display_name: str = ""
+    #: a few characters for crowded axis labels (default: :attr:`display_name`)
+    short_name: str = ""
+    #: how a study scores the method (one of :data:`SCORINGS`):
+    #: ``"predict"`` - train with the engine, keep the epoch that is best on source validation,
+    #: predict with the method's own head; ``"probe"`` - train with the engine, then freeze
+    #: :attr:`encoder` and fit the linear probe on its embeddings; ``"embed_probe"`` - no engine
+    #: run: embed with the frozen backbone and fit the linear probe (same model as training the
+    #: method, computed once on cached embeddings)
+    scoring: str = "predict"
+    #: batch keys the method needs besides image and labels (``"lung_mask"``, ``"lesion_mask"``);
+    #: a study loads them for its training set
+    needs: tuple[str, ...] = ()
     #: hyper-parameter -> (default, meaning). Values must be JSON-serialisable: they go into
     #: the checkpoint's config hash.
     HPARAMS: dict[str, tuple[Any, str]] = {}
@@ -118,6 +136,11 @@ class Algorithm(nn.Module):
         return [self.backbone]
 
     @property
+    def encoder(self) -> nn.Module:
+        """The network whose frozen embeddings a ``"probe"`` scoring evaluates (the backbone)."""
+        return self.backbone
+
+    @property
     def device(self) -> torch.device:
         for p in self.parameters():
             return p.device
@@ -149,7 +172,7 @@ class Algorithm(nn.Module):
     # ------------------------------------------------------------------ the contract
     def prepare_data(self, batches) -> None:
         """Called by :func:`cxrlab.engine.fit` once before training with the wrapped training
-        data (:mod:`cxrlab.engine.data`): check it and precompute what the steps need (the
+        data (:mod:`cxrlab.engine.batching`): check it and precompute what the steps need (the
         masking methods build their mask tables here). Default: nothing."""
 
     def training_step(self, batch: dict, step: int) -> dict:

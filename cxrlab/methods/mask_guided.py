@@ -254,7 +254,7 @@ class MaskGuidedFinetune(BCEFinetune):
 
 def _training_masks(batches, key: str):
     """(images shape, masks [N, 1, S, S] or None, rows) of a whole training set."""
-    from cxrlab.engine.data import DatasetBatches, TensorBatches
+    from cxrlab.engine.batching import DatasetBatches, TensorBatches
 
     if isinstance(batches, TensorBatches):
         d = batches.data
@@ -274,7 +274,7 @@ def _training_masks(batches, key: str):
             arr[order] = src[ds.rows[order]]
             return shape, arr[:, None], ds.rows
         # any other Dataset: read its items once
-        from cxrlab.engine.data import collate_dict
+        from cxrlab.engine.batching import collate_dict
 
         items = collate_dict([ds[i] for i in range(len(ds))])
         return tuple(items["image"].shape), items.get(key), items["row"].numpy()

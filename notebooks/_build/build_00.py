@@ -46,7 +46,7 @@ Only the data source and the sizes change; the code is the same.
 """),
     code("""
 import pandas as pd
-from cxrlab.config import PROFILE_NAMES, get_profile
+from cxrlab.profiles import PROFILE_NAMES, get_profile
 
 fields = ["data", "image_size", "n_per_hospital", "backbones", "pretrained", "epochs",
           "batch_size", "seeds", "precision"]

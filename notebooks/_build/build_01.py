@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlab import plots, shift
-from cxrlab.config import get_profile, resolve_device
+from cxrlab.profiles import get_profile, resolve_device
 
 p = get_profile()
 DEVICE = resolve_device(p.device)

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from cxrlab.config import get_profile
+from cxrlab.profiles import get_profile
 from cxrlab import plots_study as P
 from cxrlab import study as S
 
@@ -99,7 +99,7 @@ Both ways out work offline: fetch the file on another machine and pass it with
 (`CXRLAB_PRETRAINED=0`) — and then never compare the numbers with published pretrained ones.
 
 ## 3. The data: a source hospital and three targets
-The study follows a *protocol* (`cxrlab/protocols/`): one **source** with patient-level
+The study follows a *protocol* (`cxrlab/data/protocols/`): one **source** with patient-level
 train / validation / test splits, and **targets** used only for evaluation. On the synthetic
 hospitals the source draws all 14 NIH findings; to reproduce MIMIC-CXR's situation we hide
 (set to *missing*, NaN) the seven NIH labels MIMIC does not define, at the source only.
@@ -145,13 +145,13 @@ resample **patients**, not images.
 ## 4. Embeddings once, then a probe in seconds
 A frozen backbone gives every image the same embedding in every epoch. Seed 000 trained its
 probe for 10 epochs by sending every image through the backbone 10 times; 9 of those forward
-passes recomputed numbers it already had. `cxrlab.embeddings.extract_embeddings` runs **one**
+passes recomputed numbers it already had. `cxrlab.probe.extract_embeddings` runs **one**
 forward pass per image and stores the result on disk under a key made of the backbone's
 weights, the data and the preprocessing; the second call reads the file.
 """),
     code("""
 import tempfile
-from cxrlab.embeddings import extract_embeddings
+from cxrlab.probe.embeddings import extract_embeddings
 from cxrlab.models import create_backbone
 
 bb = create_backbone(prof.backbones[0], pretrained=prof.pretrained,

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from cxrlab.config import get_profile
+from cxrlab.profiles import get_profile
 from cxrlab import plots_study as P
 from cxrlab import study as S
 
@@ -57,7 +57,7 @@ $$
 $$
 
 The loss pulls each anchor towards its positives and away from everything else in the batch.
-Choices that change the numbers (`cxrlab.methods.supcon.SupConLoss`):
+Choices that change the numbers (`cxrlab.losses.supcon.SupConLoss`):
 
 * **Temperature** $\tau = 0.1$; the reference code (SupContrast) scales by $\tau/\tau_{base}$ with
   $\tau_{base} = 0.07$, and so do we.
@@ -71,7 +71,7 @@ Choices that change the numbers (`cxrlab.methods.supcon.SupConLoss`):
   $0/0 = $ NaN.
 """),
     code("""
-from cxrlab.methods.supcon import SupConLoss, positive_weights
+from cxrlab.losses.supcon import SupConLoss, positive_weights
 
 nan = float("nan")
 labels = torch.tensor([[1, 0, 0],      # image 0: Effusion
