@@ -260,7 +260,8 @@ def test_masking_methods_resume_after_sigkill(tmp_path, method, hp):
 def test_registry_and_study_attributes():
     for name, display in (("rrr", "RRR"), ("actdiff", "ActDiff")):
         cls = ALGORITHMS[name]
-        assert cls.display_name == display and cls.scoring == "predict" and cls.needs_masks
+        assert cls.display_name == display and cls.scoring == "predict"
+        assert set(cls.needs) == {"lung_mask", "lesion_mask"}
         assert {"lam", "mask"} <= set(cls.HPARAMS)
 
 

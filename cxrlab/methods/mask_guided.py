@@ -157,7 +157,7 @@ class MaskGuidedFinetune(BCEFinetune):
         "pos_weight": (None, "positive-class weight of the BCE: None, one number, or one per label"),
     }
     #: the study gives this method's training batches lung_mask and lesion_mask
-    needs_masks = True
+    needs = ("lung_mask", "lesion_mask")
     #: fit with the engine, select the epoch on source validation, predict
     scoring = "predict"
 

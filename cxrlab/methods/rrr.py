@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from cxrlab.methods.mask_guided import MaskError, MaskGuidedFinetune
 from cxrlab.methods.registry import register_algorithm
 
-OUTPUTS = ("sigmoid", "softmax")
+OUTPUTS = ("sigmoid", "softmax", "both")
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -37,6 +37,9 @@ def _log_probs(logits: torch.Tensor, outputs: str) -> torch.Tensor:
         return F.logsigmoid(_full(logits))
     if outputs == "softmax":
         return F.log_softmax(_full(logits), dim=1)
+    if outputs == "both":  # a two-class softmax per label: log p_k + log (1 - p_k)
+        z = _full(logits)
+        return F.logsigmoid(z) + F.logsigmoid(-z)
     raise MaskError(f"outputs must be one of {OUTPUTS}, got {outputs!r}")
 
 
@@ -71,7 +74,14 @@ def rrr_penalty(model, x: torch.Tensor, allowed: torch.Tensor,
 
     ``model``: maps ``x`` [B, C, H, W] to logits [B, K]; ``allowed``: [B, 1, H, W] or
     [B, H, W], 1 where the model may look; an all-zero mask means "no mask": no penalty.
-    ``outputs``: ``"sigmoid"`` (independent labels, log-sigmoid) or ``"softmax"``.
+    ``outputs``: ``"sigmoid"`` (independent labels, sum_k log p_k), ``"softmax"`` (exclusive
+    classes) or ``"both"`` (sum_k log p_k + log(1 - p_k): both outcomes of every label, i.e.
+    Ross et al.'s sum over *all* classes of a two-class softmax per label).
+
+    Why ``"both"`` matters for a binary label: the input gradient of log p is (1 - p) dz/dx,
+    which vanishes on confidently positive images - exactly those where a shortcut that goes
+    with the positives acts - so ``"sigmoid"`` barely penalises the shortcut there; the
+    gradient of log p + log(1 - p) is (1 - 2p) dz/dx, large on every confident image.
     """
     x = x.detach().requires_grad_(True)
     return rrr_penalty_from_logits(model(x), x, allowed, outputs)

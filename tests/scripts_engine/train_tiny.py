@@ -31,7 +31,7 @@ def run(cache_path, out, epochs=4, batch_size=16, slow_from=0, say=print,
     from cxrlab.methods import get_algorithm
 
     cache = open_cache(cache_path)
-    masks = bool(getattr(get_algorithm(method), "needs_masks", False))
+    masks = "lung_mask" in get_algorithm(method).needs
     train = CacheDataset(cache, cache.select("train"), "shared7", with_masks=masks)
     val = CacheDataset(cache, cache.select("val"), "shared7")
     hp = {"augment": "default"} if hparams is None and method == "bce_finetune" else hparams

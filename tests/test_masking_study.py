@@ -1,0 +1,86 @@
+"""Seed 002's tables and figures from a study's results (cxrlab.study.tables / plots), and the
+masking arms in a study config."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrlab.study.tables import (SEED002_COLUMNS, paired_difference, published_seed002_table,
+                                 seed002_table)
+
+
+def fake_results(arms=("erm", "rrr_per"), seeds=(0, 1, 2), gain=0.05, noise=0.01):
+    """Long results rows as a study writes them: the arm 'rrr_per' is `gain` better than ERM
+    on the targets, equal at the source."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for arm in arms:
+        for s in seeds:
+            for d, role in (("source", "in-domain"), ("target_a", "out-of-domain"),
+                            ("target_b", "out-of-domain")):
+                v = 0.70 + (gain if arm != "erm" and role == "out-of-domain" else 0.0) \
+                    + 0.01 * s + noise * rng.standard_normal()
+                for thr in ("fixed0.5", "tuned_source_val"):
+                    rows.append({"study": "t", "method": arm, "algorithm": "rrr",
+                                 "setting": {"erm": "ERM"}.get(arm, "RRR, periphery"),
+                                 "backbone": "tiny_cnn", "model": "tiny", "seed": s, "domain": d,
+                                 "role": role, "label_space": "pneumothorax", "threshold": thr,
+                                 "metric": "auc_macro", "value": v, "ci_lo": v - 0.02,
+                                 "ci_hi": v + 0.02, "n_images": 100, "n_labels": 1,
+                                 "synthetic": True})
+    df = pd.DataFrame(rows)
+    df.attrs["synthetic"] = True
+    return df
+
+
+def test_seed002_table_layout_and_numbers():
+    res = fake_results()
+    t = seed002_table(res)
+    assert list(t["arm"]) == ["erm", "rrr_per"] and t.attrs["domains"] == ["source", "target_a", "target_b"]
+    erm = res[(res.method == "erm") & (res.domain == "target_a") & (res.threshold == "tuned_source_val")]
+    assert t.loc[0, "target_a mean"] == pytest.approx(100 * erm["value"].mean())
+    assert t.loc[0, "target_a"].startswith(f"{100 * erm['value'].mean():.1f}±")
+    assert t.loc[0, "n_seeds"] == 3 and "SYNTHETIC" in t.attrs["caption"]
+    with pytest.raises(KeyError, match="not in these results"):
+        seed002_table(res, arms=["erm", "actdiff"])
+
+
+def test_paired_difference_sees_a_real_gain_and_not_a_null_one():
+    d = paired_difference(fake_results(gain=0.05), "rrr_per", "erm").set_index("domain")
+    assert d.loc["target_a", "beats"] and d.loc["target_b", "beats"]
+    assert d.loc["target_a", "diff"] == pytest.approx(5.0, abs=2.0)
+    assert not d.loc["source", "beats"]
+    null = paired_difference(fake_results(gain=0.0, noise=0.02), "rrr_per", "erm")
+    assert not null["beats"].all()
+
+
+def test_published_seed002_tables_match_reference():
+    t = published_seed002_table("masks").set_index(["method", "mask"])
+    assert t.loc[("ERM", "none"), "CXR-P"] == "83.5±1.2"
+    assert t.loc[("ActDiff", "abnormality"), "MIMIC mean"] == 68.7
+    assert t.loc[("RRR", "lung_periphery"), "ChestX-ray8 halfwidth"] == 1.6
+    full = published_seed002_table("full").set_index("method")
+    assert full.loc["ActDiff", "ChestX-ray8 mean"] == 78.4
+    assert list(SEED002_COLUMNS) == [c for c in t.columns if c in SEED002_COLUMNS]
+    assert not t.attrs["synthetic"] and "seed 002" in t.attrs["citation"]
+
+
+def test_plots_draw_what_they_are_given():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from cxrlab.study.plots import plot_lambda_curve, plot_masks
+
+    res = fake_results(arms=("erm", "rrr_l01", "rrr_l1"))
+    fig = plot_lambda_curve(res, {"erm": 0.0, "rrr_l01": 0.1, "rrr_l1": 1.0})
+    ax = fig.axes[0]
+    assert len(ax.lines) >= 3 and "SYNTHETIC" in ax.get_title()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0 (ERM)", "0.1", "1"]
+    with pytest.raises(KeyError, match="not in these results"):
+        plot_lambda_curve(res, {"erm": 0.0, "nope": 1.0})
+    imgs = np.zeros((2, 16, 16), np.uint8)
+    m = np.zeros((2, 16, 16), np.uint8)
+    m[:, :8] = 1
+    fig = plot_masks(imgs, {"lung": m, "abnormality": m * 0})
+    assert len(fig.axes) == 6 and "50%" in fig.axes[1].get_title()
+    with pytest.raises(ValueError, match="has 1 images"):
+        plot_masks(imgs, {"lung": m[:1]})
