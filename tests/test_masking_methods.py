@@ -344,3 +344,49 @@ def test_bench_reports_step_overhead_ratios():
         assert out[key] > 1.0, out  # both do more work than an ERM step: a real measurement
     assert out["rrr_step_ms"] == pytest.approx(out["erm_step_ms"] * out["rrr_step_overhead_ratio"],
                                                rel=0.02)
+
+
+# ----------------------------------------------------------------------------- SIIM lungs
+def _real_cache(path, images, lung=None, ids=None):
+    import pandas as pd
+
+    from cxrlab.data.cache import CacheWriter
+
+    n, s = images.shape[0], images.shape[-1]
+    w = CacheWriter(path, n, s, lung_masks=lung is not None)
+    if lung is None:
+        w.write(0, images)
+    else:
+        w.write(0, images, lung_masks=lung)
+    man = pd.DataFrame({"image_id": ids or [f"i{i}" for i in range(n)],
+                        "patient_id": [f"p{i}" for i in range(n)], "split": "train",
+                        "domain": "d", "age": 50.0, "sex": "F", "view": "PA", "path": "",
+                        "Pneumothorax": 0.0})
+    return w.finalize(man, meta={"synthetic": False})
+
+
+def test_siim_lung_masks_come_from_their_nih_duplicates(tmp_path):
+    """SIIM images are NIH images under other names: matched by content (brightness and
+    contrast changed), they take the NIH image's CheXmask lung mask; unmatched ones get none."""
+    from cxrlab.data.cache import open_cache
+    from cxrlab.data.chexmask import lung_masks_from_duplicates
+    from cxrlab.data.synthetic import generate
+
+    nih = generate("target_nih", 24, 64, seed=3)
+    lung = nih.lung_masks.copy()
+    lung[5] = 0  # an NIH image without a usable CheXmask mask
+    donor = _real_cache(tmp_path / "nih", nih.images, lung)
+    pick = [2, 5, 11, 17]
+    other = generate("target_old", 2, 64, seed=4).images
+    siim_imgs = np.concatenate([np.clip(nih.images[pick].astype(float) * 0.8 + 30, 0, 255)
+                                .astype(np.uint8), other])
+    _real_cache(tmp_path / "siim", siim_imgs, ids=[f"1.2.276.{i}" for i in range(6)])
+    report = lung_masks_from_duplicates(tmp_path / "siim", donor)
+    assert report == {"n": 6, "with_mask": 3, "no_match": 2, "donor_without_mask": 1}
+    siim = open_cache(tmp_path / "siim")
+    for i, r in enumerate(pick):
+        assert np.array_equal(siim.lung_masks[i], lung[r])
+    assert siim.manifest["has_lung_mask"].tolist() == [1, 0, 1, 1, 0, 0]
+    assert siim.meta["lung_masks_missing"] == 3
+    with pytest.raises(FileExistsError, match="already has lung masks"):
+        lung_masks_from_duplicates(tmp_path / "siim", donor)
