@@ -16,6 +16,10 @@ import os
 import sys
 from pathlib import Path
 
+#: the GitHub repository (owner/name) every notebook's Colab badge and install cell point at.
+#: The one place to change it: edit this line, then `python -m cxrlab.course` rewrites the
+#: badge and the install cell of every notebook source (then `make notebooks`).
+REPOSITORY = "cxrlab/cxrlab"
 #: where ``setup()`` keeps the course's files on Colab (inside the mounted Google Drive)
 COLAB_DRIVE_HOME = "/content/drive/MyDrive/cxrlab"
 #: the resolution of every figure the course shows (the issue asked for >= 100)
@@ -85,3 +89,47 @@ def _style(dpi: int) -> None:
                          "ytick.labelsize": 8, "legend.fontsize": 8, "figure.titlesize": 10})
     pd.set_option("display.precision", 3)
     pd.set_option("display.width", 160)
+
+
+# ------------------------------------------------------------------ badges and install cells
+BADGE_PREFIX = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+
+
+def colab_badge(notebook: str, repository: str = REPOSITORY) -> str:
+    """The Markdown badge that opens ``notebooks/<notebook>`` of ``repository`` in Colab."""
+    return (f"{BADGE_PREFIX}(https://colab.research.google.com/github/{repository}/blob/main/"
+            f"notebooks/{notebook})")
+
+
+def install_cell(repository: str = REPOSITORY) -> str:
+    """The first code cell of every notebook: installs cxrlab (core dependencies only: Colab
+    keeps its own PyTorch and gets no desktop tools) only when it is missing."""
+    return ("# Colab / a fresh environment: install cxrlab only when it is missing (Colab already has torch)\n"
+            "import importlib.util, subprocess, sys\n"
+            "if importlib.util.find_spec(\"cxrlab\") is None:\n"
+            "    subprocess.check_call([sys.executable, \"-m\", \"pip\", \"install\", \"-q\",\n"
+            f"                           \"cxrlab @ git+https://github.com/{repository}.git\"])")
+
+
+def point_notebooks_at(repository: str = REPOSITORY, folder: str | os.PathLike = "notebooks") -> list[Path]:
+    """Rewrite the Colab badge and the install cell of every notebook source in ``folder``
+    (``NN_name.py``, jupytext percent format) for ``repository``; returns the changed files."""
+    import re
+
+    changed = []
+    for src in sorted(Path(folder).glob("[0-9][0-9]_*.py")):
+        text = src.read_text()
+        nb = src.with_suffix(".ipynb").name
+        new = re.sub(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)", colab_badge(nb, repository), text)
+        new = re.sub(r"git\+https://github\.com/[^\"]+\.git", f"git+https://github.com/{repository}.git",
+                     new)
+        if new != text:
+            src.write_text(new)
+            changed.append(src)
+    return changed
+
+
+if __name__ == "__main__":  # python -m cxrlab.course [OWNER/NAME]
+    repo = sys.argv[1] if len(sys.argv) > 1 else REPOSITORY
+    for f in point_notebooks_at(repo):
+        print(f"{f}: now points at {repo}; run `make notebooks` to store it")

@@ -49,3 +49,26 @@ def test_short_path_never_shows_the_machine(tmp_path, monkeypatch):
     assert course.short_path(tmp_path / "a" / "b") == "./a/b"
     assert course.short_path(tmp_path) == "."
     assert course.short_path(Path.home() / "x").startswith(("~/x", "./", "../"))
+
+
+def test_every_notebook_points_at_the_one_repository():
+    nb_dir = Path(__file__).resolve().parents[1] / "notebooks"
+    sources = sorted(nb_dir.glob("[0-9][0-9]_*.py"))
+    assert sources
+    for src in sources:
+        text = src.read_text()
+        badge = course.colab_badge(src.with_suffix(".ipynb").name)
+        assert badge in text, f"{src.name}: its Colab badge does not point at {course.REPOSITORY}"
+        cell = "\n".join(line for line in course.install_cell().splitlines())
+        assert cell in text, f"{src.name}: its install cell differs from cxrlab.course.install_cell()"
+
+
+def test_point_notebooks_at_rewrites_badge_and_install_cell(tmp_path):
+    src = tmp_path / "07_x.py"
+    src.write_text(f"# %% [markdown]\n# # 07\n#\n# {course.colab_badge('07_x.ipynb', 'a/b')}\n\n"
+                   f"# %%\n{course.install_cell('a/b')}\n")
+    assert course.point_notebooks_at("me/course", tmp_path) == [src]
+    text = src.read_text()
+    assert course.colab_badge("07_x.ipynb", "me/course") in text
+    assert course.install_cell("me/course") in text and "a/b" not in text
+    assert course.point_notebooks_at("me/course", tmp_path) == []
