@@ -390,3 +390,27 @@ def test_siim_lung_masks_come_from_their_nih_duplicates(tmp_path):
     assert siim.meta["lung_masks_missing"] == 3
     with pytest.raises(FileExistsError, match="already has lung masks"):
         lung_masks_from_duplicates(tmp_path / "siim", donor)
+
+
+def test_any_dataset_of_tuples_with_masks_trains(tmp_path):
+    """A plain torch Dataset whose items carry the masks (ITEM_KEYS order) is read once by
+    prepare_data; without the mask field it is refused before training."""
+    from torch.utils.data import Dataset
+
+    data = mask_data(32)
+
+    class Items(Dataset):
+        def __init__(self, n_fields):
+            self.n_fields = n_fields
+
+        def __len__(self):
+            return 32
+
+        def __getitem__(self, i):
+            return (data["image"][i], data["labels"][i], i, data["lung_mask"][i],
+                    data["lesion_mask"][i])[:self.n_fields]
+
+    res = quick_fit(tiny("rrr", {"mask": "lung_periphery"}), Items(5), tmp_path / "a")
+    assert res.history[0]["penalty"] > 0
+    with pytest.raises(MaskError, match="needs lung masks"):
+        quick_fit(tiny("rrr", {"mask": "lung_periphery"}), Items(3), tmp_path / "b")

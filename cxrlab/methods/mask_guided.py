@@ -252,31 +252,36 @@ class MaskGuidedFinetune(BCEFinetune):
                 "masked_frac": has.mean().detach()}
 
 
+#: positions of the fields in a tuple-shaped dataset item (cxrlab.engine.batching.ITEM_KEYS)
+_ITEM_KEYS = ("image", "labels", "row", "lung_mask", "lesion_mask")
+
+
 def _training_masks(batches, key: str):
-    """(images shape, masks [N, 1, S, S] or None, rows) of a whole training set."""
-    from cxrlab.engine.batching import DatasetBatches, TensorBatches
+    """(images shape, masks [N, 1, S, S] or None, rows) of a whole training set, as wrapped by
+    the engine (in-memory tensors: ``.data``; a Dataset: ``.dataset``)."""
+    from cxrlab.data.dataset import CacheDataset
 
-    if isinstance(batches, TensorBatches):
-        d = batches.data
-        return tuple(d["image"].shape), d.get(key), d["row"].numpy()
-    if isinstance(batches, DatasetBatches):
-        ds = batches.dataset
-        from cxrlab.data.dataset import CacheDataset
-
-        if isinstance(ds, CacheDataset):
-            c = ds.cache
-            shape = (len(ds.rows), 1, c.image_size, c.image_size)
-            if not ds.with_masks:
-                return shape, None, ds.rows
-            src = c.lung_masks if key == "lung_mask" else c.lesion_masks
-            order = np.argsort(ds.rows)
-            arr = np.empty((len(ds.rows), c.image_size, c.image_size), dtype=src.dtype)
-            arr[order] = src[ds.rows[order]]
-            return shape, arr[:, None], ds.rows
-        # any other Dataset: read its items once
-        from cxrlab.engine.batching import collate_dict
-
-        items = collate_dict([ds[i] for i in range(len(ds))])
-        return tuple(items["image"].shape), items.get(key), items["row"].numpy()
+    data = getattr(batches, "data", None)
+    if isinstance(data, dict):
+        return tuple(data["image"].shape), data.get(key), _as_numpy(data["row"])
+    ds = getattr(batches, "dataset", None)
+    if isinstance(ds, CacheDataset):
+        c = ds.cache
+        shape = (len(ds.rows), 1, c.image_size, c.image_size)
+        if not ds.with_masks:
+            return shape, None, ds.rows
+        src = c.lung_masks if key == "lung_mask" else c.lesion_masks
+        order = np.argsort(ds.rows)
+        arr = np.empty((len(ds.rows), c.image_size, c.image_size), dtype=src.dtype)
+        arr[order] = src[ds.rows[order]]
+        return shape, arr[:, None], ds.rows
+    if ds is not None:  # any other Dataset: read its items once
+        items = [ds[i] for i in range(len(ds))]
+        cols = (items[0].keys() if isinstance(items[0], dict) else _ITEM_KEYS[:len(items[0])])
+        get = (lambda it, k: it[k]) if isinstance(items[0], dict) else \
+            (lambda it, k: it[_ITEM_KEYS.index(k)])
+        images = np.stack([_as_numpy(get(it, "image")) for it in items])
+        rows = np.array([int(get(it, "row")) for it in items]) if "row" in cols else np.arange(len(items))
+        masks = np.stack([_as_numpy(get(it, key)) for it in items]) if key in cols else None
+        return images.shape, masks, rows
     raise TypeError(f"cannot read masks from {type(batches).__name__}")
-
