@@ -49,6 +49,9 @@ def test_paired_difference_sees_a_real_gain_and_not_a_null_one():
     assert d.loc["target_a", "beats"] and d.loc["target_b", "beats"]
     assert d.loc["target_a", "diff"] == pytest.approx(5.0, abs=2.0)
     assert not d.loc["source", "beats"]
+    assert d.loc["mean of targets", "diff"] == pytest.approx(
+        (d.loc["target_a", "diff"] + d.loc["target_b", "diff"]) / 2)
+    assert d.loc["mean of targets", "beats"]
     null = paired_difference(fake_results(gain=0.0, noise=0.02), "rrr_per", "erm")
     assert not null["beats"].all()
 

@@ -312,13 +312,18 @@ def seed002_table(results: pd.DataFrame, metric: str = "auc_macro", label_space:
     return t
 
 
+#: the extra row of :func:`paired_difference`: each seed's mean over the out-of-domain sets
+TARGETS_MEAN = "mean of targets"
+
+
 def paired_difference(results: pd.DataFrame, arm: str, baseline: str, metric: str = "auc_macro",
                       label_space: str | None = None, threshold: str = "tuned_source_val",
                       level: float = 0.95) -> pd.DataFrame:
     """``arm`` minus ``baseline`` per evaluation set, in % points, paired by seed (the same
     seed draws the same initial weights and batch order): mean difference, its t-interval over
     seeds, the seeds, and ``beats`` = the interval lies above 0. Also the two arms' own
-    intervals and ``separated`` = they do not overlap (the stricter reading)."""
+    intervals and ``separated`` = they do not overlap (the stricter reading). With several
+    targets, a last row :data:`TARGETS_MEAN` compares each seed's mean over the targets."""
     sel = _auc_rows(results, metric, label_space, threshold)
     for a in (arm, baseline):
         if a not in set(sel["method"]):
@@ -326,8 +331,14 @@ def paired_difference(results: pd.DataFrame, arm: str, baseline: str, metric: st
     piv = sel[sel["method"].isin([arm, baseline])].pivot_table(
         index=["domain", "seed"], columns="method", values="value").dropna()
     roles = dict(zip(sel["domain"], sel["role"]))
+    targets = [d for d, r in roles.items() if r == "out-of-domain"]
+    groups = list(piv.groupby(level=0, sort=False))
+    if len(targets) > 1:  # each seed's mean over the targets, as one more "set"
+        mean = piv[piv.index.get_level_values(0).isin(targets)].groupby(level=1).mean()
+        groups.append((TARGETS_MEAN, mean))
+        roles[TARGETS_MEAN] = "out-of-domain (mean)"
     out = []
-    for d, g in piv.groupby(level=0, sort=False):
+    for d, g in groups:
         diff = 100 * (g[arm] - g[baseline]).to_numpy()
         a = M.summarise_seeds([{"m": v} for v in 100 * g[arm].to_numpy()], metrics=["m"],
                               level=level).iloc[0] if len(g) > 1 else None
