@@ -103,8 +103,9 @@ class ActDiff(MaskGuidedFinetune):
     display_name = "ActDiff"
     HPARAMS = {
         **MaskGuidedFinetune.HPARAMS,
-        "lam": (1.0, "weight of the activation distance (>= 0; seed 002: 1e-5 abnormality, "
-                     "1e-3 lung periphery on ResNet-50 features)"),
+        "lam": (0.3, "weight of the activation distance (>= 0); 0.3: lung periphery, tiny_cnn "
+                     "(configs/masking_seed002.yaml); seed 002: 1e-5 abnormality, 1e-3 lung "
+                     "periphery on ResNet-50 features"),
         "layers": ("pooled", "activations compared: 'pooled' (penultimate features) or a list "
                              "of module names inside the backbone's network"),
         "distance": ("l2", "'l2' (per-image L2 of the flattened difference) or 'reference' "

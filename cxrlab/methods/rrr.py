@@ -96,8 +96,9 @@ class RRR(MaskGuidedFinetune):
     display_name = "RRR"
     HPARAMS = {
         **MaskGuidedFinetune.HPARAMS,
-        "lam": (0.01, "weight of the input-gradient penalty (>= 0; seed 002: 1e-3 abnormality, "
-                      "1e-2 lung periphery at 224 px, batch 16)"),
+        "lam": (0.1, "weight of the input-gradient penalty (>= 0); 0.1: lung periphery at 64 px, "
+                     "batch 32 (configs/masking_seed002.yaml); seed 002: 1e-3 abnormality, 1e-2 "
+                     "lung periphery at 224 px, batch 16"),
         "outputs": ("sigmoid", "log-probabilities of the penalty: sigmoid (labels) or softmax"),
     }
 
