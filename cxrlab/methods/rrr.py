@@ -99,7 +99,8 @@ class RRR(MaskGuidedFinetune):
         "lam": (0.1, "weight of the input-gradient penalty (>= 0); 0.1: lung periphery at 64 px, "
                      "batch 32 (configs/masking_seed002.yaml); seed 002: 1e-3 abnormality, 1e-2 "
                      "lung periphery at 224 px, batch 16"),
-        "outputs": ("sigmoid", "log-probabilities of the penalty: sigmoid (labels) or softmax"),
+        "outputs": ("sigmoid", "log-probabilities of the penalty: sigmoid (sum_k log p_k), softmax, "
+                               "or both (sum_k log p_k + log(1 - p_k))"),
     }
 
     def __init__(self, backbone, num_labels, hparams=None):
