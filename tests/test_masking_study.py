@@ -87,3 +87,30 @@ def test_plots_draw_what_they_are_given():
     assert len(fig.axes) == 6 and "50%" in fig.axes[1].get_title()
     with pytest.raises(ValueError, match="has 1 images"):
         plot_masks(imgs, {"lung": m[:1]})
+
+
+def test_shortcut_reliance_reads_stored_predictions(tmp_path):
+    """A unit whose score is the marker gets AUROC 1 among negatives; one whose score ignores
+    it, about 0.5."""
+    import json
+
+    from cxrlab.study.tables import shortcut_reliance
+
+    rng = np.random.default_rng(0)
+    n = 400
+    manifest = pd.DataFrame({"shortcut_marker": (rng.random(n) < 0.3).astype(int)})
+    rows = np.arange(n)
+    labels = (rng.random(n) < 0.2).astype(np.float32)[:, None]
+    for name, score in (("shortcut", manifest["shortcut_marker"].to_numpy() + 0.01 * rng.random(n)),
+                        ("fair", rng.random(n))):
+        d = tmp_path / "units" / f"{name}__tiny__seed0"
+        d.mkdir(parents=True)
+        np.savez(d / "predictions.npz", source__scores=score[:, None].astype(np.float32),
+                 source__labels=labels, source__rows=rows)
+        (d / "metrics.json").write_text(json.dumps({"method": name, "seed": 0}))
+    r = shortcut_reliance(tmp_path, manifest).set_index("method")
+    assert r.loc["shortcut", "marker_auc"] == pytest.approx(1.0)
+    assert abs(r.loc["fair", "marker_auc"] - 0.5) < 0.1
+    assert r.loc["fair", "n"] == int((labels[:, 0] == 0).sum())
+    with pytest.raises(KeyError, match="no column"):
+        shortcut_reliance(tmp_path, manifest.rename(columns={"shortcut_marker": "x"}))

@@ -356,3 +356,40 @@ def paired_difference(results: pd.DataFrame, arm: str, baseline: str, metric: st
     t = pd.DataFrame(out)
     t.attrs.update(arm=arm, baseline=baseline, metric=metric)
     return t
+
+
+def shortcut_reliance(out_dir, manifest: pd.DataFrame, column: str = "shortcut_marker",
+                      sets: tuple[str, ...] | None = None, label: int = 0) -> pd.DataFrame:
+    """How much each trained model's score follows a marker (e.g. the synthetic chest drain),
+    read from a study's stored predictions (``out_dir/units/*/predictions.npz``).
+
+    For every unit and evaluation set: among the images whose (first) label is ``label``
+    (default the negatives, so the finding itself cannot explain the score), the AUROC of the
+    model's score for telling images *with* the marker from those without. 0.5 = the score
+    ignores the marker; near 1 = the marker alone raises the score (a shortcut). ``manifest``:
+    the cache's manifest (``cache.manifest``), whose rows the stored ``<set>__rows`` index.
+    NaN where a set has no image with (or without) the marker.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    if column not in manifest.columns:
+        raise KeyError(f"the manifest has no column {column!r} (columns: {list(manifest.columns)})")
+    marker = manifest[column].to_numpy(dtype=float)
+    files = sorted(Path(out_dir).glob("units/*/predictions.npz"))
+    if not files:
+        raise FileNotFoundError(f"no stored predictions under {out_dir}/units; run the study first")
+    recs = []
+    for f in files:
+        meta = json.loads((f.parent / "metrics.json").read_text())
+        z = np.load(f)
+        names = [k[:-len("__scores")] for k in z.files if k.endswith("__scores")]
+        for s in names:
+            if sets is not None and s not in sets:
+                continue
+            y, sc, rows = z[f"{s}__labels"][:, 0], z[f"{s}__scores"][:, 0], z[f"{s}__rows"]
+            keep = y == label
+            m = marker[rows][keep]
+            auc = (float(roc_auc_score(m, sc[keep])) if 0 < m.sum() < len(m) else float("nan"))
+            recs.append({"method": meta["method"], "seed": meta["seed"], "set": s,
+                         "n_marked": int(m.sum()), "n": int(keep.sum()), "marker_auc": auc})
+    return pd.DataFrame(recs)
