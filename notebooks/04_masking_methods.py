@@ -240,6 +240,24 @@ print(f"RRR-periphery minus ERM, mean over the targets: {mean_on:+.1f} points wi
       f"{len(tg_on)} targets with the shortcut, {int(tg_off['beats'].sum())} without")
 
 # %% [markdown]
+# ### Does the model still use the drain?
+# AUROC does not say *why* a model scores well. The synthetic hospitals record which images
+# carry the drain, so we can ask each trained model directly: among the **negative** images
+# (no pneumothorax, so the finding cannot explain the score), how well does its score tell the
+# images with a drain from those without? 0.5 = the drain does not move the score; near 1 = the
+# drain alone raises it (`cxrlab.study.tables.shortcut_reliance`, from the stored predictions).
+
+# %%
+from cxrlab.study.tables import shortcut_reliance
+
+manifest = S.load_study_data(S.load_study_config(CONFIGS / "masking_seed002.yaml"), prof,
+                             verbose=False).sets["train"].cache.manifest
+rel = shortcut_reliance(results / "masking_seed002", manifest)
+reliance = rel.groupby(["method", "set"])["marker_auc"].mean().unstack()[
+    ["val", "source", *targets]].round(3)
+display(reliance)
+
+# %% [markdown]
 # ### The λ trade-off (RRR, lung periphery, shortcut ON)
 # `configs/masking_lambda.yaml` runs RRR at λ = 0.01, 0.1 and 1 on the same data; run into the
 # same folder, it reuses the ERM (λ = 0) and λ = 0.1 units.
@@ -252,6 +270,13 @@ fig = P.plot_lambda_curve(lam.results, {"erm": 0.0, "rrr_periphery_lam0.01": 0.0
                           label_space="pneumothorax")
 plt.show()
 display(seed002_table(lam.results, label_space="pneumothorax")[["setting"] + ours.attrs["domains"]])
+rel = shortcut_reliance(results / "masking_seed002", manifest)
+reliance = rel.groupby(["method", "set"])["marker_auc"].mean().unstack()[
+    ["val", "source", *targets]].round(3)
+display(Markdown("**drain reliance (AUROC of the score for drain vs none among negatives; 0.5 = "
+                 "ignores the drain)**"))
+display(reliance.loc[[a for a in ("erm", "rrr_periphery_lam0.01", "rrr_periphery",
+                                  "rrr_periphery_lam1") if a in reliance.index]])
 
 # %% [markdown]
 # ### Table 3: more source data
