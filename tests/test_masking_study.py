@@ -114,3 +114,31 @@ def test_shortcut_reliance_reads_stored_predictions(tmp_path):
     assert r.loc["fair", "n"] == int((labels[:, 0] == 0).sum())
     with pytest.raises(KeyError, match="no column"):
         shortcut_reliance(tmp_path, manifest.rename(columns={"shortcut_marker": "x"}))
+
+
+def test_marker_effect_separates_scale_from_reliance():
+    """A linear model that reads only the marker pixel: effect = delta / sd; scaling the model
+    down shrinks delta but not the effect."""
+    import torch
+
+    from cxrlab.methods import create_algorithm
+    from cxrlab.models import create_backbone
+    from cxrlab.study.scoring import marker_effect
+
+    rng = np.random.default_rng(0)
+    without = torch.from_numpy(rng.integers(0, 100, (64, 1, 32, 32), dtype=np.uint8))
+    with_m = without.clone()
+    with_m[:, :, :4, :4] = 255  # the marker: a bright corner
+    alg = create_algorithm("bce_finetune", create_backbone("tiny_cnn", image_size=32, seed=0), 1,
+                           {"augment": "none"}, seed=0).eval()
+    big = marker_effect(alg, with_m, without)
+    with torch.no_grad():
+        alg.head.weight.mul_(0.1)
+        alg.head.bias.mul_(0.1)
+    small = marker_effect(alg, with_m, without)
+    assert abs(small["delta"]) == pytest.approx(0.1 * abs(big["delta"]), rel=1e-3)
+    assert small["effect"] == pytest.approx(big["effect"], rel=1e-3)
+    none = marker_effect(alg, without, without)
+    assert none["delta"] == 0 and none["effect"] == 0
+    with pytest.raises(ValueError, match="same images"):
+        marker_effect(alg, with_m[:3], without)
