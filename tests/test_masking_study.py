@@ -142,3 +142,36 @@ def test_marker_effect_separates_scale_from_reliance():
     assert none["delta"] == 0 and none["effect"] == 0
     with pytest.raises(ValueError, match="same images"):
         marker_effect(alg, with_m[:3], without)
+
+
+def test_load_unit_model_rebuilds_the_trained_network(tmp_path):
+    import json
+
+    import torch
+
+    from cxrlab.engine import fit, predict_logits
+    from cxrlab.methods import create_algorithm
+    from cxrlab.models import create_backbone
+    from cxrlab.study.scoring import load_unit_model
+
+    torch.manual_seed(0)
+    imgs = torch.randint(0, 255, (32, 1, 32, 32), dtype=torch.uint8)
+    y = (torch.rand(32, 1) < 0.5).float()
+    hp = {"augment": "none", "backbone_lr_scale": 1.0}
+    alg = create_algorithm("bce_finetune", create_backbone("tiny_cnn", image_size=32, seed=3), 1,
+                           hp, seed=3)
+    unit = "erm__tiny_cnn__seed3"
+    fit(alg, (imgs, y), epochs=1, batch_size=16, lr=1e-2, out_dir=tmp_path / "checkpoints" / unit,
+        device="cpu", verbose=False, val_fn=lambda a: {"auc_macro": 0.5}, monitor="auc_macro")
+    d = tmp_path / "units" / unit
+    d.mkdir(parents=True)
+    np.savez(d / "predictions.npz", label_names=np.array(["Pneumothorax"]))
+    (d / "metrics.json").write_text(json.dumps({"config": {
+        "method": "erm", "algorithm": "bce_finetune", "backbone": "tiny_cnn", "seed": 3,
+        "hparams": hp, "weights": None, "settings": {"pretrained": False}}}))
+    again = load_unit_model(tmp_path, unit, 32)
+    a = predict_logits(alg.eval(), (imgs, y))[0]
+    b = predict_logits(again, (imgs, y))[0]
+    assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+    with pytest.raises(FileNotFoundError, match="no finished unit"):
+        load_unit_model(tmp_path, "rrr__tiny_cnn__seed0", 32)

@@ -96,3 +96,30 @@ def marker_effect(algorithm, with_marker, without_marker, batch_size: int = 256)
     delta, sd = float(np.mean(la - lb)), float(np.std(lb))
     return {"delta": delta, "logit_sd": sd, "effect": delta / sd if sd > 0 else float("nan"),
             "n": int(len(a))}
+
+
+def load_unit_model(out_dir, unit: str, image_size: int, checkpoint: str = "best.pt"):
+    """The trained model of one engine unit of a study (``out_dir/units/<unit>``), rebuilt from
+    its stored configuration and loaded from ``out_dir/checkpoints/<unit>/<checkpoint>`` (the
+    epoch chosen on source validation: ``best.pt``); in eval mode."""
+    import json
+    from pathlib import Path
+
+    from cxrlab.engine import load_weights
+    from cxrlab.methods import create_algorithm
+    from cxrlab.models import create_backbone
+
+    out_dir = Path(out_dir)
+    f = out_dir / "units" / unit / "metrics.json"
+    ckpt = out_dir / "checkpoints" / unit / checkpoint
+    if not f.exists() or not ckpt.exists():
+        raise FileNotFoundError(f"{unit}: no finished unit with a {checkpoint} under {out_dir} "
+                                "(probe units keep no engine checkpoint)")
+    cfg = json.loads(f.read_text())["config"]
+    labels = np.load(out_dir / "units" / unit / "predictions.npz")["label_names"]
+    bb = create_backbone(cfg["backbone"], pretrained=bool(cfg["settings"].get("pretrained")),
+                         weights=cfg.get("weights"), image_size=image_size, seed=cfg["seed"])
+    alg = create_algorithm(cfg.get("algorithm", cfg["method"]), bb, num_labels=len(labels),
+                           hparams=cfg["hparams"], seed=cfg["seed"])
+    load_weights(alg, ckpt)
+    return alg.eval()
