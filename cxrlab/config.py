@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cxrlab.errors import RunError, UnknownNameError, UsageError
+
 PROFILE_ENV = "CXRLAB_PROFILE"
 DEFAULT_PROFILE = "ci"
 
@@ -102,7 +104,7 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
                 return True
             if v in ("0", "false", "no", "off"):
                 return False
-            raise ValueError(f"profile field {name!r} wants true/false, got {value!r}")
+            raise UsageError(f"profile field {name!r} wants true/false, got {value!r}")
         return bool(value)
     if isinstance(current, tuple):
         if isinstance(value, str):
@@ -125,7 +127,7 @@ def _apply_overrides(profile: Profile, overrides: dict) -> Profile:
     names = {f.name for f in fields(Profile)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise KeyError(f"unknown profile field(s) {unknown}; fields are {sorted(names)}")
+        raise UnknownNameError(f"unknown profile field(s) {unknown}; fields are {sorted(names)}")
     changes = {k: _coerce(k, v, getattr(profile, k)) for k, v in overrides.items()}
     out = dataclasses.replace(profile, **changes)
     _validate(out)
@@ -134,14 +136,14 @@ def _apply_overrides(profile: Profile, overrides: dict) -> Profile:
 
 def _validate(p: Profile) -> None:
     if p.image_size < 32:
-        raise ValueError(f"image_size must be at least 32 px, got {p.image_size}")
+        raise UsageError(f"image_size must be at least 32 px, got {p.image_size}")
     if p.data not in ("synthetic", "real"):
-        raise ValueError(f"data must be 'synthetic' or 'real', got {p.data!r}")
+        raise UsageError(f"data must be 'synthetic' or 'real', got {p.data!r}")
     if p.precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {p.precision!r}")
+        raise UsageError(f"precision must be 'fp32' or 'bf16', got {p.precision!r}")
     for k in ("n_per_hospital", "epochs", "batch_size"):
         if getattr(p, k) <= 0:
-            raise ValueError(f"{k} must be positive, got {getattr(p, k)}")
+            raise UsageError(f"{k} must be positive, got {getattr(p, k)}")
 
 
 def get_profile(name: str | None = None, **overrides: Any) -> Profile:
@@ -150,7 +152,7 @@ def get_profile(name: str | None = None, **overrides: Any) -> Profile:
     name = (name or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE).strip().lower()
     profiles = _profiles()
     if name not in profiles:
-        raise KeyError(f"unknown profile {name!r}; choose one of {list(profiles)} "
+        raise UnknownNameError(f"unknown profile {name!r}; choose one of {list(profiles)} "
                        f"(set {PROFILE_ENV} or pass --profile)")
     base = profiles[name]
     env = {}
@@ -172,6 +174,6 @@ def resolve_device(device: str = "auto") -> str:
             return "mps"
         return "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use device='cpu' "
+        raise RunError(f"device {device!r} requested but CUDA is not available; use device='cpu' "
                            "or run on a GPU machine")
     return device

@@ -41,13 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Sequence
 
+from cxrlab.errors import CxrlabError, MissingInputError, UsageError
 from cxrlab.progress import progress
 
 #: sent with every request: some hosts refuse Python's default agent
 USER_AGENT = "cxrlab-downloader/1 (+https://github.com; urllib)"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(CxrlabError, RuntimeError):
     """A file could not be fetched (HTTP error, access denied, repeated failures)."""
 
 
@@ -59,7 +60,7 @@ class ChecksumError(DownloadError):
     """A complete file does not have the expected digest."""
 
 
-class UnsafeArchiveError(RuntimeError):
+class UnsafeArchiveError(CxrlabError, RuntimeError):
     """An archive member would be written outside the destination folder."""
 
 
@@ -90,7 +91,7 @@ def read_checksum_file(path: str | os.PathLike) -> dict[str, str]:
         parts = line.split(None, 1)
         if len(parts) != 2 or not all(c in "0123456789abcdefABCDEF" for c in parts[0]) \
                 or len(parts[0]) not in (32, 64):
-            raise ValueError(f"{path}:{n}: expected 'HEXDIGEST  filename', got {line!r}")
+            raise UsageError(f"{path}:{n}: expected 'HEXDIGEST  filename', got {line!r}")
         digest, name = parts[0].lower(), parts[1].strip().lstrip("*")
         out[name] = digest
         out.setdefault(PurePosixPath(name).name, digest)
@@ -103,7 +104,7 @@ def checksum_kind(digest: str) -> str:
         return "md5"
     if len(digest) == 64:
         return "sha256"
-    raise ValueError(f"{digest!r} is neither an MD5 (32 hex) nor a SHA-256 (64 hex) digest")
+    raise UsageError(f"{digest!r} is neither an MD5 (32 hex) nor a SHA-256 (64 hex) digest")
 
 
 def verify_file(path: str | os.PathLike, *, md5: str | None = None,
@@ -376,7 +377,7 @@ def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike, *,
     if is_extracted(archive, dest):
         return dest
     if not archive.exists():
-        raise FileNotFoundError(f"archive {archive} is missing; download it first")
+        raise MissingInputError(f"archive {archive} is missing; download it first")
     dest.mkdir(parents=True, exist_ok=True)
     try:
         tf = tarfile.open(archive, "r:*")
@@ -426,7 +427,7 @@ def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike, *,
     if is_extracted(archive, dest):
         return dest
     if not archive.exists():
-        raise FileNotFoundError(f"archive {archive} is missing; download it first")
+        raise MissingInputError(f"archive {archive} is missing; download it first")
     dest.mkdir(parents=True, exist_ok=True)
     try:
         zf = zipfile.ZipFile(archive)

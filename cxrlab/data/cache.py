@@ -24,6 +24,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from cxrlab.errors import (CxrlabError, NotAFolderError, OutputExistsError, UnknownNameError,
+                           UsageError)
 from cxrlab.io import atomic_to_csv, atomic_write_json
 from cxrlab.labels import ALL_LABELS, get_label_space
 
@@ -33,7 +35,7 @@ META_COLUMNS = ("index", "image_id", "patient_id", "split", "domain", "age", "se
 SPLITS = ("train", "val", "test")
 
 
-class CacheError(RuntimeError):
+class CacheError(CxrlabError, RuntimeError):
     """A cache folder is missing, incomplete or inconsistent."""
 
 
@@ -67,18 +69,18 @@ class CacheWriter:
                  lung_masks: bool = False, lesion_masks: bool = False, resume: bool = False):
         self.out = Path(out_dir)
         if self.out.exists() and not self.out.is_dir():
-            raise NotADirectoryError(f"output path {self.out} exists and is a file; "
+            raise NotAFolderError(f"output path {self.out} exists and is a file; "
                                      "pass a folder (it will be created)")
         if n < 0:
-            raise ValueError(f"number of images must be >= 0, got {n}")
+            raise UsageError(f"number of images must be >= 0, got {n}")
         if image_size < 32:
-            raise ValueError(f"image size must be at least 32 px, got {image_size}")
+            raise UsageError(f"image size must be at least 32 px, got {image_size}")
         self.out.mkdir(parents=True, exist_ok=True)
         self.n, self.size = int(n), int(image_size)
         shape = (self.n, self.size, self.size)
         if (self.out / "meta.json").exists():
             if not resume:
-                raise FileExistsError(f"{self.out} already holds a finished cache; "
+                raise OutputExistsError(f"{self.out} already holds a finished cache; "
                                       "choose another folder or delete it first")
             (self.out / "meta.json").unlink()  # reopening: unpublish until finalize
         self.arrays: dict[str, np.memmap] = {}
@@ -120,9 +122,9 @@ class CacheWriter:
             if arr is None:
                 continue
             if key not in self.arrays:
-                raise ValueError(f"this cache was opened without {key}")
+                raise UsageError(f"this cache was opened without {key}")
             if arr.shape[1:] != (self.size, self.size):
-                raise ValueError(f"{key} chunk has shape {arr.shape}, expected "
+                raise UsageError(f"{key} chunk has shape {arr.shape}, expected "
                                  f"[n, {self.size}, {self.size}]")
             self.arrays[key][idx] = arr
         self.done[idx] = True
@@ -252,13 +254,13 @@ class Cache:
         keep = np.ones(len(m), dtype=bool)
         if split is not None:
             if split not in SPLITS:
-                raise KeyError(f"unknown split {split!r}; choose one of {SPLITS}")
+                raise UnknownNameError(f"unknown split {split!r}; choose one of {SPLITS}")
             keep &= (m["split"] == split).to_numpy()
         if domain is not None:
             doms = [domain] if isinstance(domain, str) else list(domain)
             unknown = sorted(set(doms) - set(self.domains))
             if unknown:
-                raise KeyError(f"unknown domain(s) {unknown} in {self.path}; it has {self.domains}")
+                raise UnknownNameError(f"unknown domain(s) {unknown} in {self.path}; it has {self.domains}")
             keep &= m["domain"].isin(doms).to_numpy()
         if query:
             keep &= m.eval(query).to_numpy(dtype=bool)

@@ -42,6 +42,7 @@ from cxrlab.data.readers import get_reader
 from cxrlab.data.readers._base import unit_hash
 from cxrlab.data.readers._image import ImageLoadError
 from cxrlab.data.resize import letterbox, letterbox_mask
+from cxrlab.errors import NotAFolderError, OutputExistsError, RunError, UsageError
 from cxrlab.io import atomic_to_csv, atomic_write_json
 from cxrlab.labels import lesion_bit
 from cxrlab.progress import progress
@@ -114,7 +115,7 @@ def _limit_rows(manifest: pd.DataFrame, limit: int | None, seed: int = 0) -> pd.
     if limit is None or limit >= len(manifest):
         return manifest
     if limit < 1:
-        raise ValueError(f"limit must be a positive number of images, got {limit}")
+        raise UsageError(f"limit must be a positive number of images, got {limit}")
     order = pd.DataFrame({"u": unit_hash(manifest["patient_id"], seed),
                           "i": np.arange(len(manifest))}).sort_values(["u", "i"])
     keep = np.sort(order["i"].to_numpy()[:limit])
@@ -135,7 +136,7 @@ def _open_state(stage: Path, n: int, fp: str, overwrite: bool, out: Path):
         state = json.loads(state_file.read_text())
         if state.get("fingerprint") != fp:
             if not overwrite:
-                raise FileExistsError(
+                raise OutputExistsError(
                     f"{out} holds an unfinished prepare of different input (another data set, "
                     f"size, option or limit: {state.get('description')}); re-run that command "
                     "to finish it, choose another --out, or delete the folder")
@@ -187,17 +188,17 @@ def prepare(dataset: str, root, out, image_size: int = 224, workers: int | None 
     reader = get_reader(dataset)
     root, out = Path(root), Path(out)
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file; pass a folder (it will be created)")
+        raise NotAFolderError(f"--out {out} is a file; pass a folder (it will be created)")
     workers = available_cores() if workers is None else int(workers)
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise UsageError(f"workers must be >= 1, got {workers}")
     if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        raise UsageError(f"chunk_size must be >= 1, got {chunk_size}")
 
     manifest = reader.read_manifest(root, **reader_options)
     manifest = _limit_rows(manifest, limit)
     if not len(manifest):
-        raise ValueError(f"{dataset}: the reader found no images with these options "
+        raise UsageError(f"{dataset}: the reader found no images with these options "
                          f"({reader_options or 'defaults'}); nothing to prepare")
     check_patient_splits(manifest)
     options = _jsonable(reader_options)
@@ -215,7 +216,7 @@ def prepare(dataset: str, root, out, image_size: int = 224, workers: int | None 
             return cache
         if not overwrite:
             what = meta.get("source") or ("synthetic" if meta.get("synthetic") else "unknown")
-            raise FileExistsError(f"{out} already holds a cache ({what}, other input); choose "
+            raise OutputExistsError(f"{out} already holds a cache ({what}, other input); choose "
                                   "another --out or delete it")
         _clear_cache_files(out)
 
@@ -254,7 +255,7 @@ def prepare(dataset: str, root, out, image_size: int = 224, workers: int | None 
     atomic_to_csv(skipped, out / "skipped.csv")
     good = np.flatnonzero(status == OK)
     if not len(good):
-        raise RuntimeError(f"{dataset}: none of the {n} images could be read (see "
+        raise RunError(f"{dataset}: none of the {n} images could be read (see "
                            f"{out / 'skipped.csv'}); is --root the right folder?")
 
     final = manifest.iloc[good].drop(columns=[c for c in manifest.columns if c.startswith("_")])
@@ -361,7 +362,7 @@ def _run_tasks(tasks, workers: int):
                 if nxt is not None:
                     running.add(pool.submit(_process_chunk, nxt))
     except BrokenProcessPool as e:
-        raise RuntimeError("a worker process died (out of memory? try fewer --workers); the "
+        raise RunError("a worker process died (out of memory? try fewer --workers); the "
                            "images written so far are kept: re-run the same command to "
                            "resume") from e
     finally:
@@ -381,7 +382,7 @@ def _publish(stage, out, state_file, n, good, size, with_masks, final, meta, mov
             atomic_write_json(state_file, state)
         writer = CacheWriter(out, n, size, lesion_masks=with_masks, resume=True)
         if not writer.resumed:
-            raise RuntimeError(f"the staged arrays of {out} were lost; delete {out} and re-run")
+            raise RunError(f"the staged arrays of {out} were lost; delete {out} and re-run")
         return writer.finalize(final, meta=meta)
     # some rows were skipped: copy the good ones into a compact cache, chunk by chunk
     src = {name: np.load(stage / f"{name}.npy", mmap_mode="r") for name in arrays}

@@ -25,8 +25,10 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from cxrlab.errors import CxrlabError
 
-class HParamError(KeyError):
+
+class HParamError(CxrlabError, KeyError):
     """An algorithm was given a hyper-parameter it does not declare."""
 
     def __str__(self) -> str:  # KeyError would print the message with quotes around it

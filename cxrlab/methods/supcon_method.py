@@ -14,11 +14,12 @@ from __future__ import annotations
 import torch
 
 from cxrlab.augment import TwoViewTransform, cxr_train_augment
+from cxrlab.errors import CxrlabError
 from cxrlab.methods.base import Algorithm, resolve_augment
 from cxrlab.methods.supcon import ProjectionHead, SupConLoss
 
 
-class PretrainOnlyError(NotImplementedError):
+class PretrainOnlyError(CxrlabError, NotImplementedError):
     """A pre-training method was asked for class predictions."""
 
 

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from cxrlab.errors import CxrlabError, MissingInputError
 from cxrlab.labels import ALL_LABELS, NIH14, defined_labels, get_label_space
 
 #: methods a study can run, in the order of seed 000's table (then the control arm)
@@ -18,7 +19,7 @@ METHODS = ("bce_probe", "supcon", "bce_finetune")
 THRESHOLDS = ("fixed0.5", "tuned_source_val")
 
 
-class StudyError(ValueError):
+class StudyError(CxrlabError, ValueError):
     """A study config is invalid, or an output folder holds a different study."""
 
 
@@ -125,7 +126,7 @@ def load_study_config(config: str | os.PathLike | Mapping | StudyConfig) -> Stud
 
         p = Path(config).expanduser()
         if not p.exists():
-            raise FileNotFoundError(f"study config {p} does not exist (see configs/study_ci.yaml "
+            raise MissingInputError(f"study config {p} does not exist (see configs/study_ci.yaml "
                                     "for an example)")
         where = f"study config {p.name}"
         try:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrlab.errors import MissingInputError
 from cxrlab.io import atomic_write_text
 from cxrlab.study.config import THRESHOLDS
 from cxrlab.study.result import STUDY_KIND, StudyResult, load_study
@@ -104,11 +105,11 @@ def report(results_dir, dpi: int = 90, verbose: bool = True) -> Path:
 
     root = Path(results_dir).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder; pass a study's --out folder or a "
+        raise MissingInputError(f"{root} is not a folder; pass a study's --out folder or a "
                                 "folder holding several")
     studies = [load_study(p) for p in _find_studies(root)]
     if not studies:
-        raise FileNotFoundError(f"no study under {root} (looked for metrics.json written by "
+        raise MissingInputError(f"no study under {root} (looked for metrics.json written by "
                                 "`cxrlab run CONFIG --out DIR`)")
     summaries = []
     for s in studies:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrlab.errors import MissingInputError
 from cxrlab.study.config import StudyError
 from cxrlab.study.tables import seed000_table, summarise
 
@@ -52,7 +53,7 @@ def load_study(path) -> StudyResult:
     path = Path(path).expanduser()
     f = path / "metrics.json"
     if not f.exists():
-        raise FileNotFoundError(f"{path} holds no study (metrics.json is missing); run "
+        raise MissingInputError(f"{path} holds no study (metrics.json is missing); run "
                                 "`cxrlab run CONFIG --out DIR` first")
     meta = json.loads(f.read_text())
     if meta.get("kind") != STUDY_KIND:

@@ -47,6 +47,7 @@ from cxrlab.data.readers._base import (DataLayoutError, check_choice, clean_uppe
                                        finish_manifest, normalise_views, parse_age, parse_sex,
                                        patient_split, read_table, require_root)
 from cxrlab.data.readers._image import load_raster
+from cxrlab.errors import UsageError
 from cxrlab.labels import LABEL_MAP
 
 NAME = "chexpert"
@@ -72,13 +73,13 @@ def apply_label_policies(raw: pd.DataFrame, label_map: dict[str, str], uncertain
     elif isinstance(uncertain, dict):
         unknown = sorted(set(uncertain) - set(canon))
         if unknown:
-            raise ValueError(f"uncertain policy given for unknown label(s) {unknown}; "
+            raise UsageError(f"uncertain policy given for unknown label(s) {unknown}; "
                              f"labels are {canon}")
         for v in uncertain.values():
             check_choice("uncertain", v, UNCERTAIN_POLICIES)
         per_label = {c: uncertain.get(c, "ignore") for c in canon}
     else:
-        raise ValueError(f"uncertain must be one of {list(UNCERTAIN_POLICIES)} or a dict "
+        raise UsageError(f"uncertain must be one of {list(UNCERTAIN_POLICIES)} or a dict "
                          f"label -> policy, got {uncertain!r}")
     out = {}
     for raw_name, label in label_map.items():

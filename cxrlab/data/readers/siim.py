@@ -35,6 +35,7 @@ from cxrlab.data.readers._base import (DataLayoutError, clean_upper, find_file, 
                                        parse_age, parse_sex, patient_split, read_table,
                                        require_root)
 from cxrlab.data.readers._image import dicom_header, load_dicom
+from cxrlab.errors import MissingInputError
 from cxrlab.progress import progress
 
 NAME = "siim"
@@ -141,7 +142,7 @@ def read_manifest(root, *, views=None, val_fraction: float = 0.1, test_fraction:
 def load_image(root, row, size_hint: int | None = None) -> np.ndarray:
     """The DICOM's pixels (modality LUT applied, MONOCHROME1 inverted); uint8 for SIIM."""
     if not row["path"]:
-        raise FileNotFoundError(f"no DICOM named {row['image_id']}.dcm anywhere under {root}")
+        raise MissingInputError(f"no DICOM named {row['image_id']}.dcm anywhere under {root}")
     return load_dicom(Path(root) / row["path"])
 
 
