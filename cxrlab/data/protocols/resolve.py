@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlab.data.cache import SPLITS, Cache, CacheError
+from cxrlab.data.protocols.query import QueryError, evaluate_query
 from cxrlab.data.protocols.spec import LATERAL_VIEWS, DataSpec, Protocol, ProtocolError
 from cxrlab.errors import UnknownNameError, UsageError
 
@@ -137,11 +138,9 @@ def _base_rows(spec: DataSpec, cache: Cache, split: str | None,
         keep &= m["domain"].astype(str).isin(spec.domain).to_numpy()
     if spec.query:
         try:
-            keep &= m.eval(spec.query).to_numpy(dtype=bool)
-        except Exception as e:  # pandas raises many types for a bad expression
-            raise ProtocolError(f"{spec.name}: query {spec.query!r} failed on the manifest of "
-                                f"{cache.path} ({type(e).__name__}: {e}); columns are "
-                                f"{list(m.columns)[:16]}...") from None
+            keep &= evaluate_query(spec.query, m)
+        except QueryError as e:  # never pandas eval: a query must not run code
+            raise ProtocolError(f"{spec.name}: {e} (manifest of {cache.path})") from None
     if spec.frontal_only:
         view = m["view"].astype(str).str.strip().str.upper()
         keep &= ~view.isin(LATERAL_VIEWS).to_numpy()

@@ -180,6 +180,10 @@ def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
             cand = d / f"{name_or_path}.yaml"
             if cand.exists():
                 p = cand
+                packaged = _PACKAGED_PROTOCOLS / f"{name_or_path}.yaml"
+                if d != _PACKAGED_PROTOCOLS and packaged.exists():
+                    print(f"protocol {str(name_or_path)!r}: using {cand}, which overrides the "
+                          f"packaged {packaged}")
                 break
         else:
             raise UnknownNameError(f"no protocol called {str(name_or_path)!r}; known protocols are "
@@ -291,6 +295,12 @@ def _member(raw, role: str, where: str, label_space: tuple[str, ...]) -> DataSpe
         kw["domain"] = tuple(doms)
     if raw.get("query") is not None:
         kw["query"] = _str(raw["query"], "query", where)
+        from cxrlab.data.protocols.query import QueryError, parse_query
+
+        try:  # syntax at load time: a query is data (a filter), never code
+            parse_query(kw["query"])
+        except QueryError as e:
+            raise ProtocolError(f"{where}: {e}") from None
     for k in ("frontal_only", "labeled_only", "one_per_patient"):
         if k in raw:
             kw[k] = _bool(raw[k], k, where)
