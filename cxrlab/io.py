@@ -9,6 +9,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def current_umask() -> int:
+    """The process umask (read without changing it for longer than one call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """Mode a new file gets from ``open()``: 0o666 minus the umask (0o644 under umask 022)."""
+    return 0o666 & ~current_umask()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``."""
@@ -17,6 +29,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; follow the umask like open() does
     try:
         yield tmp
         with open(tmp, "rb") as f:
