@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 
 def _cmd_info(args) -> int:
@@ -58,6 +59,8 @@ def _parse_value(text: str):
         return low == "true"
     if low in ("none", "null"):
         return None
+    if low.lstrip("+-") in ("nan", "inf", "infinity"):
+        return text  # a word, not a float: e.g. --opt blank=nan is the policy named "nan"
     for cast in (int, float):
         try:
             return cast(text)
@@ -83,10 +86,15 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from cxrlab.errors import UsageError
     from cxrlab.study import run_study
 
     seeds = parse_int_list(args.seeds, "--seeds") if args.seeds else None
-    run_study(args.config, out=args.out, profile=args.profile, seeds=seeds)
+    if Path(args.config).is_dir():
+        raise UsageError(f"{args.config} is a folder; pass a study config YAML file (e.g. "
+                         "configs/study_ci.yaml); to see a finished study use `cxrlab report DIR`")
+    run_study(args.config, out=args.out, profile=args.profile, seeds=seeds,
+              overwrite=args.overwrite)
     return 0
 
 
@@ -158,7 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config")
     s.add_argument("--out", required=True)
     s.add_argument("--profile", default=None)
-    s.add_argument("--seeds", default=None)
+    s.add_argument("--seeds", default=None, help="comma-separated integers, e.g. 0,1,2")
+    s.add_argument("--overwrite", action="store_true",
+                   help="recompute units of another configuration and allow replacing the "
+                        "study's tables with fewer units")
     s.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("report", help="tables and plots across studies")

@@ -19,6 +19,7 @@ from cxrlab.study.data import StudyData, load_study_data, source_undefined_label
 from cxrlab.study.evaluate import evaluate_predictions
 from cxrlab.study.report import study_markdown, write_study_figures
 from cxrlab.study.result import STUDY_KIND, StudyResult
+from cxrlab.study.safety import check_not_fewer
 from cxrlab.study.tables import MODEL_NAMES, RESULT_COLUMNS, SETTING_NAMES, summarise
 
 #: part of every unit's config hash: bump it when what a unit stores changes meaning, so that
@@ -109,7 +110,8 @@ class _Runner:
         raise StudyError(
             f"{self.out.name}/units/{unit.name} holds results of a different configuration "
             f"(differences: {'; '.join(diffs[:4]) or 'unknown'}). Write this study to another "
-            f"--out folder, delete that unit folder, or pass overwrite=True to recompute.")
+            f"--out folder, delete that unit folder, or pass --overwrite (overwrite=True) to "
+            "recompute.")
 
     # ------------------------------------------------------------------ models
     def backbone(self, unit: Unit):
@@ -315,6 +317,7 @@ def run_probe_study(config, out, profile=None, seeds: Sequence[int] | None = Non
     runner = _Runner(cfg, prof, data, out, overwrite, verbose)
     grid = [Unit(m, b, s) for m in cfg.methods for b in (cfg.backbones or prof.backbones)
             for s in (cfg.seeds or prof.seeds)]
+    check_not_fewer(out, [u.name for u in grid], cfg.name, overwrite)
     unit_rows, long_rows, per_label = [], [], []
     for unit in grid:
         done = runner.is_complete(unit)

@@ -1,0 +1,33 @@
+"""Guards that keep a study's finished results: never replaced by fewer without ``--overwrite``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from cxrlab.study.config import StudyError
+
+
+def check_not_fewer(out: Path, unit_names: Sequence[str], name: str, overwrite: bool) -> None:
+    """Refuse to write a study into ``out`` when its tables hold units this run would drop.
+
+    A re-run with another method list, backbones or seeds would rewrite ``results.csv``,
+    ``metrics.json``, ``README.md`` and the figures with fewer rows; that needs ``--overwrite``
+    (``overwrite=True`` in Python). Units this run computes as well are kept and resumed.
+    """
+    f = Path(out) / "metrics.json"
+    if overwrite or not f.exists():
+        return
+    try:
+        old = json.loads(f.read_text())
+    except (OSError, ValueError):
+        raise StudyError(f"{f} is unreadable (truncated or not JSON): it belonged to a study. "
+                         "Choose another --out, or pass --overwrite to replace it") from None
+    old_units = [u.get("unit") for u in old.get("units", []) if isinstance(u, dict)]
+    dropped = sorted(set(old_units) - set(unit_names))
+    if dropped:
+        raise StudyError(
+            f"{Path(out).name}/ holds the study {old.get('name')!r} with {len(old_units)} units; "
+            f"this run ({name!r}, {len(unit_names)} units) would drop {len(dropped)} of them from "
+            f"results.csv, metrics.json and README.md (e.g. {dropped[0]}). Choose another --out, "
+            "run the same methods/backbones/seeds, or pass --overwrite to replace them")
