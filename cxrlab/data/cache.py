@@ -186,7 +186,14 @@ class Cache:
                     if (self.path / "progress.npy").exists()
                     or (self.path / ".prepare").exists() else "")  # .prepare: cxrlab data prepare
             raise CacheError(f"{self.path} is not a cxrlab cache: meta.json is missing{hint}")
-        self.meta = json.loads(meta_file.read_text())
+        try:
+            self.meta = json.loads(meta_file.read_text())
+        except ValueError as e:
+            raise CacheError(f"{meta_file} is corrupt (not JSON: {e}); re-create the cache "
+                             f"(cxrlab data synth/prepare --out {self.path} --overwrite)") from None
+        if not isinstance(self.meta, dict):
+            raise CacheError(f"{meta_file} is corrupt (not a JSON object); re-create the cache "
+                             f"(cxrlab data synth/prepare --out {self.path} --overwrite)")
         if self.meta.get("format") != FORMAT:
             raise CacheError(f"{meta_file} is not a cxrlab cache (format={self.meta.get('format')!r})")
         if self.meta.get("version") != VERSION:
@@ -203,10 +210,32 @@ class Cache:
             raise CacheError(f"{self.path}: manifest has {len(self.manifest)} rows, meta says "
                              f"{self.meta['n']}; re-create the cache")
 
+    def _recreate_hint(self) -> str:
+        src = self.meta.get("source")
+        if src and not self.synthetic:
+            return (f"re-create it: `cxrlab data prepare {src} --root RAW --out {self.path} "
+                    "--overwrite`")
+        return f"re-create it: `cxrlab data synth --out {self.path} --overwrite`"
+
     def _array(self, name: str) -> np.ndarray | None:
         if name not in self._arrays:
             f = self.path / f"{name}.npy"
-            self._arrays[name] = np.load(f, mmap_mode="r") if f.exists() else None
+            if not f.exists():
+                if name == "images":
+                    raise CacheError(f"{f} is missing; {self._recreate_hint()}")
+                self._arrays[name] = None
+                return None
+            try:
+                arr = np.load(f, mmap_mode="r")
+            except (ValueError, OSError, EOFError) as e:  # zeroed header, truncated file...
+                raise CacheError(f"{f} is unreadable ({str(e).splitlines()[0][:120]}): the file "
+                                 f"is truncated or corrupt; {self._recreate_hint()}") from None
+            want = (len(self), self.image_size, self.image_size)
+            if arr.shape != want:
+                raise CacheError(f"{f} has shape {arr.shape}, but meta.json says {want} "
+                                 f"(n, size, size): it belongs to another cache or was cut "
+                                 f"short; {self._recreate_hint()}")
+            self._arrays[name] = arr
         return self._arrays[name]
 
     @property
@@ -249,7 +278,8 @@ class Cache:
 
     def select(self, split: str | None = None, domain: str | Sequence[str] | None = None,
                query: str | None = None) -> np.ndarray:
-        """Row indices for a split and/or domain(s) (and an optional pandas query)."""
+        """Row indices for a split and/or domain(s) (and an optional filter query, see
+        :mod:`cxrlab.data.protocols.query`)."""
         m = self.manifest
         keep = np.ones(len(m), dtype=bool)
         if split is not None:
@@ -262,8 +292,10 @@ class Cache:
             if unknown:
                 raise UnknownNameError(f"unknown domain(s) {unknown} in {self.path}; it has {self.domains}")
             keep &= m["domain"].isin(doms).to_numpy()
-        if query:
-            keep &= m.eval(query).to_numpy(dtype=bool)
+        if query:  # the protocols' safe filter grammar, never pandas eval (no code runs)
+            from cxrlab.data.protocols.query import evaluate_query
+
+            keep &= evaluate_query(query, m)
         return np.flatnonzero(keep)
 
     def __repr__(self) -> str:
