@@ -39,9 +39,16 @@ class NotAFolderError(CxrlabError, NotADirectoryError):
     """A path that must be a folder is a file."""
 
 
+class DiskSpaceError(CxrlabError, OSError):
+    """Not enough free space for the files a step is about to write."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class RunError(CxrlabError, RuntimeError):
     """A step could not finish for a reason outside the code (data, environment, workers)."""
 
 
 __all__ = ["CxrlabError", "UsageError", "UnknownNameError", "MissingInputError",
-           "OutputExistsError", "NotAFolderError", "RunError"]
+           "OutputExistsError", "NotAFolderError", "DiskSpaceError", "RunError"]

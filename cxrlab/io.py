@@ -9,6 +9,34 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(nbytes) < 1024 or unit == "TiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} TiB"
+
+
+def check_free_space(folder: str | os.PathLike, nbytes: int, what: str,
+                     margin: int = 1 << 20) -> None:
+    """Refuse (``DiskSpaceError``) before writing ``nbytes`` into ``folder`` when the file
+    system has less free space. Memory-mapped arrays are sparse: without this check a full
+    disk shows up later as a SIGBUS crash with no message."""
+    import shutil
+
+    from cxrlab.errors import DiskSpaceError
+
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < nbytes + margin:
+        raise DiskSpaceError(f"{folder}: {what} needs {_human(nbytes)} but only {_human(free)} is "
+                             "free there; free some space or choose another folder (--out, or "
+                             "CXRLAB_HOME for data and checkpoints)")
+
+
 def current_umask() -> int:
     """The process umask (read without changing it for longer than one call)."""
     mask = os.umask(0o022)

@@ -26,7 +26,7 @@ import pandas as pd
 
 from cxrlab.errors import (CxrlabError, NotAFolderError, OutputExistsError, UnknownNameError,
                            UsageError)
-from cxrlab.io import atomic_to_csv, atomic_write_json
+from cxrlab.io import atomic_to_csv, atomic_write_json, check_free_space
 from cxrlab.labels import ALL_LABELS, get_label_space
 
 FORMAT = "cxrlab-cache"
@@ -104,6 +104,12 @@ class CacheWriter:
             if self.done.shape != (self.n,):
                 reuse = False
         if not reuse:
+            need = sum(self.n * self.size * self.size * np.dtype(dt).itemsize
+                       for dt in want.values()) + self.n
+            existing = sum((self.out / f"{k}.npy").stat().st_size for k in want
+                           if (self.out / f"{k}.npy").exists())
+            check_free_space(self.out, need - existing, f"a cache of {self.n} images at "
+                                                        f"{self.size} px")
             self.arrays = {k: np.lib.format.open_memmap(self.out / f"{k}.npy", mode="w+",
                                                         dtype=dt, shape=shape)
                            for k, dt in want.items()}

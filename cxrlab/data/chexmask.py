@@ -41,7 +41,7 @@ import pandas as pd
 from cxrlab.data.cache import Cache, CacheError
 from cxrlab.data.resize import letterbox_geometry
 from cxrlab.errors import MissingInputError, OutputExistsError, UnknownNameError, UsageError
-from cxrlab.io import atomic_to_csv, atomic_write_json
+from cxrlab.io import atomic_to_csv, atomic_write_json, check_free_space
 from cxrlab.progress import progress
 
 #: recommended minimum ``Dice RCA (Mean)`` (CheXmask README, "Usage Guidelines")
@@ -272,6 +272,7 @@ def add_lung_masks(cache_dir, chexmask_csv, dataset: str, *, min_dice: float | N
         dice = np.load(dice_file, mmap_mode="r+")
         resume = masks.shape == (n, size, size) and state.shape == (n,) and dice.shape == (n,)
     if not resume:
+        check_free_space(path, n * size * size + 5 * n, f"lung masks of {n} images")
         masks = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(n, size, size))
         state = np.lib.format.open_memmap(state_file, mode="w+", dtype=np.uint8, shape=(n,))
         dice = np.lib.format.open_memmap(dice_file, mode="w+", dtype=np.float32, shape=(n,))
