@@ -15,7 +15,8 @@ by a consensus of three radiologists, no uncertain labels) becomes ``test``, and
 is split patient-wise into ``train`` / ``val`` by a seeded hash of the patient id
 (``val_fraction`` of patients, default 10 %).
 
-**Views.** ``frontal_only=True`` (default) keeps frontal images (view = the ``AP/PA`` column);
+**Views.** ``frontal_only=True`` (default) keeps frontal images (view = the ``AP/PA`` column,
+or ``FRONTAL`` for the frontal images whose ``AP/PA`` says LL/RL or is blank: kept, not lateral);
 with ``frontal_only=False`` laterals are kept with view ``LATERAL``. ``views=("PA",)`` filters
 further.
 
@@ -124,7 +125,10 @@ def parse_table(table: pd.DataFrame, *, uncertain="ignore", blank: str = "zeros"
         "domain": domain,
         "age": parse_age(table["Age"]).to_numpy(),
         "sex": parse_sex(table["Sex"]).to_numpy(),
-        "view": np.where(frontal, ap_pa.to_numpy(dtype=object), "LATERAL"),
+        # a frontal image whose AP/PA says LL/RL (or nothing) is still frontal: "FRONTAL", so
+        # that no lateral filter (LL/RL are lateral names elsewhere) drops it
+        "view": np.where(frontal, np.where(ap_pa.isin(["AP", "PA"]).to_numpy(),
+                                           ap_pa.to_numpy(dtype=object), "FRONTAL"), "LATERAL"),
         "path": path.to_numpy(),
     })
     labels = apply_label_policies(table, LABEL_MAP["chexpert"], uncertain, blank)
