@@ -451,24 +451,25 @@ def _resolve_inside(dest: Path, parts: list[str], links: dict[tuple[str, ...], s
     return tuple(cur)
 
 
-def _check_tar_members(dest: Path, all_members, chosen) -> None:
+def _check_tar_members(dest: Path, chosen) -> None:
     """Refuse the archive unless every chosen member, followed through every symbolic link
-    (chains of links in the archive and links already in ``dest``), stays inside ``dest``."""
-    links = {}
-    for m in all_members:
-        if m.issym():
-            links[tuple(p for p in PurePosixPath(m.name.replace("\\", "/")).parts
-                        if p not in ("", "."))] = m.linkname
+    (chains of links in the archive and links already in ``dest``), stays inside ``dest``.
+
+    The extraction is simulated in member order: a link is recorded where it will really be
+    created (its folder resolved through the links made before it), so ``x -> .`` followed by
+    ``x/y -> ..`` is seen as ``y -> ..`` at the top of ``dest``."""
+    links: dict[tuple[str, ...], str] = {}
     for m in chosen:
         _safe_target(dest, m.name)                        # absolute paths, '..' in the name
         if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
             raise UnsafeArchiveError(f"archive member {m.name!r} is a device or FIFO; "
                                      "refusing to extract")
         parts = [p for p in PurePosixPath(m.name.replace("\\", "/")).parts if p not in ("", ".")]
+        if not parts:
+            continue
         # the folder the member is written into, through any links on the way
         parent = _resolve_inside(dest, parts[:-1], links, m.name)
-        if not m.issym():   # a file written onto a link's path would follow the link
-            _resolve_inside(dest, parts, links, m.name)
+        where = parent + (parts[-1],)
         if m.issym():
             tgt = PurePosixPath(m.linkname.replace("\\", "/"))
             if tgt.is_absolute():
@@ -479,7 +480,11 @@ def _check_tar_members(dest: Path, all_members, chosen) -> None:
             except UnsafeArchiveError:
                 raise UnsafeArchiveError(f"archive member {m.name!r} links to {m.linkname!r}, "
                                          "outside the destination; refusing to extract") from None
-        elif m.islnk():
+            links[where] = m.linkname
+            continue
+        _resolve_inside(dest, list(where), links, m.name)  # a file written onto a link follows it
+        links.pop(where, None)
+        if m.islnk():
             tgt = PurePosixPath(m.linkname.replace("\\", "/"))
             if tgt.is_absolute():
                 raise UnsafeArchiveError(f"archive member {m.name!r} links to {m.linkname!r}, "
@@ -514,7 +519,7 @@ def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike, *,
             raise DownloadError(f"{archive} ends early or is corrupt ({e}); delete it and "
                                 "download it again") from None
         chosen = [m for m in all_members if members is None or members(m.name)]
-        _check_tar_members(dest, all_members, chosen)   # all of them, before writing anything
+        _check_tar_members(dest, chosen)   # every member, before anything is written
         try:
             for m in progress(chosen, desc=f"extract {archive.name}", unit="file"):
                 if hasattr(tarfile, "data_filter"):

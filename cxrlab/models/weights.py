@@ -87,7 +87,13 @@ def read_state_dict(path: Path, allow_pickle: bool = False) -> dict[str, torch.T
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as e:  # noqa: BLE001 - SafetensorError, OSError...: truncated or not one
+            raise WeightsMismatchError(
+                f"{path} is not a readable .safetensors file ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200]}); it is probably truncated: download it again, "
+                "or use pretrained=False") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as e:  # pickle errors come in many types
