@@ -175,6 +175,7 @@ def load_study_config(config: str | os.PathLike | Mapping | StudyConfig) -> Stud
 def _check_config(cfg: StudyConfig, where: str) -> None:
     from cxrlab.methods import ALGORITHMS
 
+    _check_values(cfg, where)
     if not cfg.methods:
         raise StudyError(f"{where}: 'methods' is empty; choose from {list(METHODS)}")
     bad = [m for m in cfg.methods if m not in METHODS]
@@ -209,7 +210,6 @@ def _check_config(cfg: StudyConfig, where: str) -> None:
         v = getattr(cfg, k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise StudyError(f"{where}: {k} must be a positive integer, got {v!r}")
-    _check_values(cfg, where)
     if cfg.label_spaces is not None:
         for ls in cfg.label_spaces:
             try:

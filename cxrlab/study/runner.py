@@ -312,12 +312,12 @@ def run_probe_study(config, out, profile=None, seeds: Sequence[int] | None = Non
     _check_config(cfg, "study config")
     prof = _resolve_profile(profile)
     out = Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    data = load_study_data(cfg, prof, caches=caches, verbose=verbose)
-    runner = _Runner(cfg, prof, data, out, overwrite, verbose)
     grid = [Unit(m, b, s) for m in cfg.methods for b in (cfg.backbones or prof.backbones)
             for s in (cfg.seeds or prof.seeds)]
     check_not_fewer(out, [u.name for u in grid], cfg.name, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_study_data(cfg, prof, caches=caches, verbose=verbose)
+    runner = _Runner(cfg, prof, data, out, overwrite, verbose)
     unit_rows, long_rows, per_label = [], [], []
     for unit in grid:
         done = runner.is_complete(unit)
