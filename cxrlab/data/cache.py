@@ -234,8 +234,10 @@ class Cache:
             try:
                 arr = np.load(f, mmap_mode="r")
             except (ValueError, OSError, EOFError) as e:  # zeroed header, truncated file...
-                raise CacheError(f"{f} is unreadable ({str(e).splitlines()[0][:120]}): the file "
-                                 f"is truncated or corrupt; {self._recreate_hint()}") from None
+                why = ("no valid .npy header" if "pickle" in str(e)   # numpy's hint misleads
+                       else str(e).splitlines()[0][:120])
+                raise CacheError(f"{f} is unreadable ({why}): the file is truncated or corrupt; "
+                                 f"{self._recreate_hint()}") from None
             want = (len(self), self.image_size, self.image_size)
             if arr.shape != want:
                 raise CacheError(f"{f} has shape {arr.shape}, but meta.json says {want} "
