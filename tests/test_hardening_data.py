@@ -418,3 +418,14 @@ def test_report_on_unfinished_or_damaged_folders(case, tmp_path, capsys):
     if "header only" in g or "cut short" in g:
         assert "present:" in err and "missing:" in err and "re-run" in err
 
+
+
+def test_bench_resize_quick_reports_the_ratio():
+    from cxrlab.bench import GROUPS
+    from cxrlab.bench.resize import run
+
+    assert GROUPS["resize"] == "cxrlab.bench.resize"
+    res = run(quick=True)
+    assert set(res) == {"resize16_window_after_speedup", "resize16_ms_per_image",
+                        "resize16_window_first_ms_per_image", "resize16_mean_abs_diff"}
+    assert res["resize16_ms_per_image"] > 0 and res["resize16_mean_abs_diff"] < 4

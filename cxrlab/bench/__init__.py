@@ -19,6 +19,7 @@ GROUPS = {
     "cache": "cxrlab.bench.cache",
     "probe": "cxrlab.bench.probe",
     "supcon": "cxrlab.bench.supcon",
+    "resize": "cxrlab.bench.resize",
 }
 
 
