@@ -23,7 +23,7 @@ def _cmd_info(args) -> int:
 
 def _cmd_synth(args) -> int:
     from cxrlab.data.synthetic import write_synthetic_cache
-    from cxrlab.config import get_profile
+    from cxrlab.profiles import get_profile
 
     prof = get_profile(args.profile)
     hospitals = args.hospitals.split(",") if args.hospitals else None

@@ -27,7 +27,7 @@ import argparse
 import sys
 from pathlib import Path, PurePosixPath
 
-from cxrlab.download import (PHYSIONET_USER_ENV, download_file, fetch_checksum_list,
+from cxrlab.data.download import (PHYSIONET_USER_ENV, download_file, fetch_checksum_list,
                              format_steps, physionet_credentials)
 from cxrlab.errors import CxrlabError
 

@@ -31,7 +31,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from cxrlab.download import (PHYSIONET_PASSWORD_ENV, PHYSIONET_USER_ENV, DownloadError, Expect,
+from cxrlab.data.download import (PHYSIONET_PASSWORD_ENV, PHYSIONET_USER_ENV, DownloadError, Expect,
                              NoNetworkError, check_layout, download_file, fetch_checksum_list,
                              format_steps, physionet_credentials, report_completeness)
 from cxrlab.errors import CxrlabError

@@ -38,7 +38,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from cxrlab.download import (DownloadError, Expect, check_layout, count_matches, download_file,
+from cxrlab.data.download import (DownloadError, Expect, check_layout, count_matches, download_file,
                              report_completeness,
                              extract_tar, is_extracted, read_checksum_file)
 

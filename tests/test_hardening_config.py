@@ -15,7 +15,7 @@ import yaml
 from bad_inputs import BadInput
 from cxrlab.cli import build_parser
 from cxrlab.cli import main as cli_main
-from cxrlab.config import get_profile
+from cxrlab.profiles import get_profile
 from cxrlab.errors import CxrlabError
 from cxrlab.study import StudyError, load_study_config
 

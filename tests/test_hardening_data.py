@@ -136,7 +136,7 @@ def test_damaged_cache_names_the_file_and_the_fix(case, tmp_path):
 
 
 def test_corrupt_embedding_cache_is_recomputed(tmp_path):
-    from cxrlab.embeddings import extract_embeddings
+    from cxrlab.probe.embeddings import extract_embeddings
     from cxrlab.models import create_backbone
 
     cache = _cache(tmp_path / "c")

@@ -20,7 +20,7 @@ from bad_inputs import BadInput
 from cxrlab.cli import main as cli_main
 from cxrlab.data.protocols import ProtocolError, load_protocol, protocol_from_dict
 from cxrlab.data.protocols.query import QueryError, evaluate_query, parse_query
-from cxrlab.download import UnsafeArchiveError, basic_auth_header, download_file, extract_tar
+from cxrlab.data.download import UnsafeArchiveError, basic_auth_header, download_file, extract_tar
 from cxrlab.errors import CxrlabError, UsageError
 
 CANARY = "__CANARY__"   # replaced by the canary server's URL in the payloads below
@@ -264,7 +264,7 @@ def test_credentials_over_plain_http_are_refused(tmp_path):
 def test_redirect_handler_drops_credentials_on_downgrade():
     import urllib.request
 
-    from cxrlab.download import _CredentialRedirectHandler
+    from cxrlab.data.download import _CredentialRedirectHandler
 
     h = _CredentialRedirectHandler("https://physionet.org/files/x", "Basic abc")
     req = urllib.request.Request("https://physionet.org/files/x",

@@ -3,7 +3,7 @@
 A checkpoint holds everything the next epoch depends on: the weights, the optimiser's moments,
 the learning-rate schedule, the step counters, the training history and the random number
 generators of every process (torch, CUDA, NumPy, Python). The batch order needs no state: it
-is a function of ``(seed, epoch)`` (:mod:`cxrlab.engine.data`). So a run killed at any moment
+is a function of ``(seed, epoch)`` (:mod:`cxrlab.engine.batching`). So a run killed at any moment
 and started again continues as if nothing had happened - bit for bit on the same machine.
 
 It also holds the run's *configuration* (method, hyper-parameters, learning rate, data

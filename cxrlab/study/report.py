@@ -19,7 +19,7 @@ def write_study_figures(res: StudyResult, dpi: int = 90) -> dict[str, Path]:
     14 labels vs shared 7, per-label AUC at the first target."""
     import matplotlib.pyplot as plt
 
-    from cxrlab import plots_study as P
+    from cxrlab.study import plots as P
     from cxrlab.plots import save_figure
 
     summ = summarise(res.results)
@@ -102,7 +102,7 @@ def report(results_dir, dpi: int = 90, verbose: bool = True) -> Path:
     of them). Writes ``DIR/report.md`` and ``DIR/report_auc.png``; returns the report's path."""
     import matplotlib.pyplot as plt
 
-    from cxrlab import plots_study as P
+    from cxrlab.study import plots as P
     from cxrlab.plots import save_figure
 
     root = Path(results_dir).expanduser()

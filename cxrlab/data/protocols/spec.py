@@ -23,7 +23,7 @@ TARGET_SPLITS = SPLITS + ("all",)
 LATERAL_VIEWS = ("LATERAL", "LL", "RL", "LAT", "LAO", "RAO", "SWIMMERS")
 
 # shipped as package data, so a pip install (Colab) finds them as well as a clone does
-_PACKAGED_PROTOCOLS = Path(__file__).resolve().parents[2] / "protocols"
+_PACKAGED_PROTOCOLS = Path(__file__).resolve().parent  # the YAML files beside this code
 
 
 class ProtocolError(CxrlabError, ValueError):
@@ -149,7 +149,7 @@ _SAMPLE_KEYS = {"n", "prevalence", "label", "seed"}
 
 def protocol_dirs() -> list[Path]:
     """Folders searched for ``<name>.yaml``, first match wins: ``$CXRLAB_PROTOCOLS``, your own
-    ``./configs/protocols``, then the protocols shipped with cxrlab (``cxrlab/protocols``)."""
+    ``./configs/protocols``, then the protocols shipped with cxrlab (``cxrlab/data/protocols``)."""
     dirs = []
     if os.environ.get("CXRLAB_PROTOCOLS"):
         dirs.append(Path(os.environ["CXRLAB_PROTOCOLS"]).expanduser())
@@ -367,7 +367,7 @@ def _sample(raw, role, where, label_space) -> SampleSpec:
 def _default_data_dir(data_dir) -> Path:
     if data_dir is not None:
         return Path(data_dir).expanduser()
-    from cxrlab.config import get_profile
+    from cxrlab.profiles import get_profile
 
     return Path(get_profile().data_dir).expanduser()
 
