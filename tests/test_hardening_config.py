@@ -77,7 +77,7 @@ STUDY_CASES = [  # (YAML text of one setting) -> message
              "pretrained must be true or false"),
     BadInput("study config", "API", "name: 3", "StudyError", "name must be text"),
     BadInput("study config", "API", "bootstrap: 1", "StudyError", "bootstrap must be 0"),
-    BadInput("study config", "API", "methods: [dance]", "StudyError", "unknown method(s)"),
+    BadInput("study config", "API", "methods: [dance]", "StudyError", "unknown method 'dance'"),
     BadInput("study config", "API", "seeds: [-1]", "StudyError", "seeds must be non-negative"),
     BadInput("study config", "API", "target_split: everything", "StudyError",
              "target_split must be"),
