@@ -75,6 +75,8 @@ OTHER_CASES = [
              "reaches outside the destination"),
     BadInput("tar archive", "API", "member ../../etc/passwd", "UnsafeArchiveError",
              "contains '..'"),
+    BadInput("tar archive", "data_download/nih.py", "a mirror serving an images_001.tar.gz "
+             "with a symlink chain", "exit 2, nothing extracted", "outside the destination"),
     BadInput("permissions", "API", "atomic write / memmap / download under umask 027",
              "files 0640 (follow the umask)", "(mode checked)"),
     BadInput("MIMIC tables", "data_download/mimic.py",
@@ -380,7 +382,7 @@ def test_mimic_tables_missing_from_the_checksum_list_are_not_fetched_silently(
         out = tmp_path / "m"
         rc = mimic.main(["--out", str(out), "--base-url", state.url + "/mimic/", "--tables-only"])
         err = capsys.readouterr().err
-        assert rc == 2 and OTHER_CASES[12].says in err and "--allow-unverified" in err
+        assert rc == 2 and OTHER_CASES[13].says in err and "--allow-unverified" in err
         assert not (out / "mimic-cxr-2.0.0-chexpert.csv.gz").exists()
         assert [p for p, _ in state.log if p.endswith(".csv.gz")] == []
         rc = mimic.main(["--out", str(out), "--base-url", state.url + "/mimic/", "--tables-only",
@@ -388,6 +390,34 @@ def test_mimic_tables_missing_from_the_checksum_list_are_not_fetched_silently(
         err = capsys.readouterr().err
         assert rc == 0 and "fetched unverified" in err
         assert (out / "mimic-cxr-2.0.0-chexpert.csv.gz").exists()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_nih_script_refuses_a_hostile_archive(tmp_path, capsys):
+    import hashlib
+
+    import test_download as td
+
+    case = OTHER_CASES[11]
+    state = td.FakeFiles()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), td.make_handler(state))
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        data = _tar([("x", "sym", "."), ("x/y", "sym", ".."), ("y/escaped.png", "file", None)])
+        state.files["/m/images_001.tar.gz"] = data
+        sums = tmp_path / "md5.txt"
+        sums.write_text(f"{hashlib.md5(data).hexdigest()}  images_001.tar.gz\n")
+        out = tmp_path / "work" / "nih"
+        rc = td.load_script("nih").main(["--out", str(out), "--only", "1", "--mirror",
+                                         state.url + "/m", "--checksums", str(sums)])
+        err = capsys.readouterr().err
+        assert rc == 2 and case.says in err and "Traceback" not in err
+        assert not (out / "x").exists() and not (tmp_path / "work" / "escaped.png").exists()
+        assert not list(tmp_path.rglob("escaped.png"))
     finally:
         httpd.shutdown()
         httpd.server_close()
