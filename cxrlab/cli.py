@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--size", type=int, default=224)
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    s.add_argument("--limit", type=int, default=None, help="only the first N images (for a try)")
+    s.add_argument("--limit", type=int, default=None,
+                   help="about N images, whole patients, every split in proportion (for a try)")
     s.add_argument("--overwrite", action="store_true", help="replace a finished cache")
     s.add_argument("--opt", action="append", metavar="KEY=VALUE",
                    help="reader option, repeatable: e.g. --opt uncertain=ones --opt views=PA,AP")

@@ -192,8 +192,8 @@ def prepare(dataset: str, root, out, image_size: int = 224, workers: int | None 
 
     ``workers``: processes (None -> every core this process may use, 1 -> in this process).
     ``chunk_size``: images per task (None -> up to 32, small enough to keep every worker
-    busy). ``limit``: only that many images (whole patients in a seeded order, so every split
-    is represented): for a first try. ``reader_options`` go to the reader (e.g.
+    busy). ``limit``: about that many images (whole patients in a seeded order, every split in
+    proportion to its share of the data set): for a first try. ``reader_options`` go to the reader (e.g.
     ``views="PA"`` for NIH, ``uncertain="ones"`` for CheXpert/MIMIC). Returns the finished
     :class:`Cache`.
     """
