@@ -339,7 +339,9 @@ def plot_lambda_curve(results: pd.DataFrame, lambdas: dict, metric: str = "auc_m
     sel = _auc_rows(results, metric, label_space, threshold)
     missing = [a for a in lambdas if a not in set(sel["method"])]
     if missing:
-        raise KeyError(f"arm(s) {missing} not in these results; arms: {method_order(sel)}")
+        from cxrlab.errors import UnknownNameError
+
+        raise UnknownNameError(f"arm(s) {missing} not in these results; arms: {method_order(sel)}")
     summ = summarise(sel[sel["method"].isin(list(lambdas))])
     pos = sorted(v for v in lambdas.values() if v > 0)
     if not pos:

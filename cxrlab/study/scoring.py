@@ -113,7 +113,9 @@ def load_unit_model(out_dir, unit: str, image_size: int, checkpoint: str = "best
     f = out_dir / "units" / unit / "metrics.json"
     ckpt = out_dir / "checkpoints" / unit / checkpoint
     if not f.exists() or not ckpt.exists():
-        raise FileNotFoundError(f"{unit}: no finished unit with a {checkpoint} under {out_dir} "
+        from cxrlab.errors import MissingInputError
+
+        raise MissingInputError(f"{unit}: no finished unit with a {checkpoint} under {out_dir} "
                                 "(probe units keep no engine checkpoint)")
     cfg = json.loads(f.read_text())["config"]
     labels = np.load(out_dir / "units" / unit / "predictions.npz")["label_names"]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlab import metrics as M
-from cxrlab.errors import UnknownNameError
+from cxrlab.errors import MissingInputError, UnknownNameError
 from cxrlab.study.config import THRESHOLDS
 
 # Method and backbone names shown in tables come from their registries (the arm's ``display``,
@@ -209,6 +209,8 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
 
 
 # ------------------------------------------------------------------ seed 002 (masking methods)
+
+
 #: seed 002's evaluation sets, in its tables' column order
 SEED002_COLUMNS = ("CXR-P", "MIMIC", "CheXpert", "CheXpert-age", "ChestX-ray8")
 _SEED002_CITATION = ("seed 002 (pneumothorax; ResNet-50; source CXR-P, a SIIM-ACR subset; "
@@ -242,7 +244,7 @@ def published_seed002_table(table: str = "masks") -> pd.DataFrame:
         caption = ("published AUROC % (seed 002, Table 3: CXR-P Full source, lung-periphery "
                    "masks, mean of 3 seeds, no intervals)")
     else:
-        raise KeyError(f"table must be 'masks' or 'full', got {table!r}")
+        raise UnknownNameError(f"table must be 'masks' or 'full', got {table!r}")
     recs = []
     for method, mask, cells in rows:
         rec = {"method": method, "mask": mask}
@@ -261,10 +263,10 @@ def _auc_rows(results: pd.DataFrame, metric: str, label_space: str | None, thres
     if label_space is not None:
         sel = sel[sel["label_space"] == label_space]
     elif sel["label_space"].nunique() > 1:
-        raise KeyError(f"results hold several label spaces {sorted(sel['label_space'].unique())}; "
+        raise UnknownNameError(f"results hold several label spaces {sorted(sel['label_space'].unique())}; "
                        "pass label_space=")
     if sel.empty:
-        raise KeyError(f"no {metric} results (threshold {threshold!r}, label space "
+        raise UnknownNameError(f"no {metric} results (threshold {threshold!r}, label space "
                        f"{label_space!r}) in these results")
     return sel
 
@@ -290,7 +292,7 @@ def seed002_table(results: pd.DataFrame, metric: str = "auc_macro", label_space:
     order = arms or method_order(sel)
     unknown = [a for a in order if a not in names]
     if unknown:
-        raise KeyError(f"arm(s) {unknown} not in these results; arms: {method_order(sel)}")
+        raise UnknownNameError(f"arm(s) {unknown} not in these results; arms: {method_order(sel)}")
     recs = []
     for arm in order:
         g = summ[summ["method"] == arm].set_index("domain")
@@ -328,7 +330,7 @@ def paired_difference(results: pd.DataFrame, arm: str, baseline: str, metric: st
     sel = _auc_rows(results, metric, label_space, threshold)
     for a in (arm, baseline):
         if a not in set(sel["method"]):
-            raise KeyError(f"arm {a!r} not in these results; arms: {method_order(sel)}")
+            raise UnknownNameError(f"arm {a!r} not in these results; arms: {method_order(sel)}")
     piv = sel[sel["method"].isin([arm, baseline])].pivot_table(
         index=["domain", "seed"], columns="method", values="value").dropna()
     roles = dict(zip(sel["domain"], sel["role"]))
@@ -374,11 +376,11 @@ def shortcut_reliance(out_dir, manifest: pd.DataFrame, column: str = "shortcut_m
     from sklearn.metrics import roc_auc_score
 
     if column not in manifest.columns:
-        raise KeyError(f"the manifest has no column {column!r} (columns: {list(manifest.columns)})")
+        raise UnknownNameError(f"the manifest has no column {column!r} (columns: {list(manifest.columns)})")
     marker = manifest[column].to_numpy(dtype=float)
     files = sorted(Path(out_dir).glob("units/*/predictions.npz"))
     if not files:
-        raise FileNotFoundError(f"no stored predictions under {out_dir}/units; run the study first")
+        raise MissingInputError(f"no stored predictions under {out_dir}/units; run the study first")
     recs = []
     for f in files:
         meta = json.loads((f.parent / "metrics.json").read_text())
