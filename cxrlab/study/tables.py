@@ -209,8 +209,6 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
 
 
 # ------------------------------------------------------------------ seed 002 (masking methods)
-
-
 #: seed 002's evaluation sets, in its tables' column order
 SEED002_COLUMNS = ("CXR-P", "MIMIC", "CheXpert", "CheXpert-age", "ChestX-ray8")
 _SEED002_CITATION = ("seed 002 (pneumothorax; ResNet-50; source CXR-P, a SIIM-ACR subset; "
