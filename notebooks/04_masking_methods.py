@@ -337,8 +337,12 @@ n_on, n_off = int(gon["n_seeds"].max()), int(goff["n_seeds"].max())
 assert m.loc["erm", "source mean"] > 95 and erm_gap > 25
 # 2. RRR with the lung periphery beats ERM on the targets, beyond the paired interval
 assert gon.loc["mean of targets", "beats"], gon
-# 3. without the shortcut the gain is smaller and no longer beyond the interval
-assert mean_off < mean_on and not goff.loc["mean of targets", "beats"], (mean_on, mean_off)
+# 3. without the shortcut the gain shrinks only a little and stays beyond its interval
+assert 0.5 * mean_on < mean_off < mean_on and goff.loc["mean of targets", "beats"], (mean_on, mean_off)
+# ... on the same two targets, the largest on target_lowres
+beaten_on = [d for d in targets if gon.loc[d, "beats"]]
+assert len(beaten_on) == 2 and gon.loc[targets, "diff"].idxmax() == "target_lowres", gon
+assert [d for d in targets if goff.loc[d, "beats"]] == beaten_on, goff
 # 4. ... but the drain still works inside the RRR model: it only shrank the logits
 assert eff.loc["rrr_periphery", "delta"] < 0.7 * eff.loc["erm", "delta"], eff
 assert eff.loc["rrr_periphery", "effect"] > 0.8 * eff.loc["erm", "effect"], eff
@@ -358,8 +362,10 @@ display(Markdown(f"""
   {gon.loc['mean of targets', 'diff']:+.1f} [{gon.loc['mean of targets', 'diff_lo']:+.1f},
   {gon.loc['mean of targets', 'diff_hi']:+.1f}], at an unchanged source score
   ({gon.loc['source', 'diff']:+.1f}).
-* **Without the shortcut the gain shrinks but does not vanish**: {per_target_off} ({n_off}
-  seeds; mean {mean_off:+.1f}, interval across 0). So most of the gain is *not* about the drain.
+* **Without the shortcut the gain barely shrinks**: {per_target_off} ({n_off} seeds); mean over
+  the targets {mean_off:+.1f} [{goff.loc['mean of targets', 'diff_lo']:+.1f},
+  {goff.loc['mean of targets', 'diff_hi']:+.1f}] instead of {mean_on:+.1f}, beyond its interval
+  on the same targets ({', '.join(beaten_on)}). So most of the gain is *not* about the drain.
 * **The drain still works inside the RRR model.** Adding the drain moves the ERM logit by
   {eff.loc['erm', 'delta']:.2f} and the RRR logit by only {eff.loc['rrr_periphery', 'delta']:.2f},
   but RRR's logits are {eff.loc['erm', 'logit_sd'] / eff.loc['rrr_periphery', 'logit_sd']:.1f}×
@@ -380,7 +386,8 @@ display(Markdown(f"""
 # %% [markdown]
 # **Agreement with the paper.** Like seed 002: lesion masks are the wrong guidance (they do not
 # beat ERM), and lung-periphery masks are the ones worth using. **Unlike** seed 002: our
-# periphery RRR *beats* ERM on two of three targets, where the paper found it level — because
+# periphery RRR *beats* ERM on two of three targets (checked above), where the paper found it
+# level — because
 # our targets differ outside the lungs in ways a periphery mask shuts out, and the paper's
 # may not. And our analysis shows something the paper's AUROC tables cannot: the penalty did
 # not remove the shortcut it was meant to remove. A masking method should be checked the way
