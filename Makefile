@@ -46,7 +46,7 @@ test-notebooks: $(STAMP)
 NB ?= [0-9][0-9]
 notebooks: $(STAMP)
 	@set -e; for src in notebooks/$(NB)_*.py; do \
-	  nb=$${src%.py}.ipynb; home=$$(mktemp -d); echo "== $$nb"; \
+	  nb=$${src%.py}.ipynb; home=$(CURDIR)/.nbhome; rm -rf $$home; echo "== $$nb"; \
 	  $(VENV)/bin/jupytext --quiet --to ipynb --update --output $$nb $$src; \
 	  (cd notebooks && CXRLAB_PROFILE=ci CXRLAB_PROGRESS=0 CXRLAB_HOME=$$home \
 	    ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace \
