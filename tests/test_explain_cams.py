@@ -230,3 +230,21 @@ def test_bad_inputs_say_what_to_do():
     assert cam_maps(alg, x, "b", label_names=["a", "b", "c"]).shape == (2, 32, 32)
     from cxrlab.errors import CxrlabError
     assert issubclass(NoTargetLayerError, CxrlabError) and issubclass(UnknownLabelError, ValueError)
+
+
+def test_requires_grad_flags_are_restored():
+    model = OneConv()
+    model.head.weight.requires_grad_(False)
+    before = [p.requires_grad for p in model.parameters()]
+    cam_maps(model, images(2), 0, target_layers=[model.conv])
+    assert [p.requires_grad for p in model.parameters()] == before
+
+
+def test_bench_reports_batched_faster_than_loop():
+    from cxrlab.bench import GROUPS
+    from cxrlab.bench.cam import run
+
+    assert GROUPS["cam"] == "cxrlab.bench.cam"
+    res = run(quick=True)
+    assert res["cam_batched_vs_loop_max_abs_diff"] < 1e-4  # the same maps either way
+    assert res["cam_batched_vs_loop_ratio"] > 1.5  # loose: shared CI cores (>= 3 in `cxrlab bench`)

@@ -17,6 +17,7 @@ GROUPS = {
     "cache": "cxrlab.bench.cache",
     "probe": "cxrlab.bench.probe",
     "supcon": "cxrlab.bench.supcon",
+    "cam": "cxrlab.bench.cam",
 }
 
 
