@@ -60,10 +60,12 @@ from cxrlab.models import create_backbone
 
 plt.rcParams["figure.dpi"] = 72
 pd.set_option("display.width", 160, "display.precision", 3)
-torch.set_num_threads(min(2, torch.get_num_threads()))
 prof = get_profile()
-N_SOURCE = {"ci": 1536, "cpu": 6000}.get(prof.name, 20000)  # source images (70 % train)
-EPOCHS = {"ci": 10, "cpu": 20}.get(prof.name, 20)
+if prof.name == "ci":
+    torch.set_num_threads(1)  # tiny models on a shared CPU: more threads only wait on each other
+N_SOURCE = {"ci": 1024, "cpu": 6000}.get(prof.name, 20000)  # source images (70 % train)
+EPOCHS = {"ci": 10, "cpu": 20}.get(prof.name, 20)  # the two ERM models of section 4
+EPOCHS_OTHERS = {"ci": 6, "cpu": 20}.get(prof.name, 20)  # the other backbones (sections 2-3)
 LABELS = ["Cardiomegaly", "Effusion", "Pneumothorax", "Atelectasis"]
 print(f"profile {prof.name}: {prof.image_size} px, {N_SOURCE} source images, backbones "
       f"{list(prof.backbones)}, {EPOCHS} epochs; data in {prof.data_dir}")
@@ -84,20 +86,21 @@ caches = {sc: ensure_synthetic_cache(Path(prof.data_dir) / f"attention_source_sh
           for sc in (False, True)}
 
 
-def train_erm(backbone: str, shortcut: bool, seed: int = 0):
+def train_erm(backbone: str, shortcut: bool, epochs: int = EPOCHS, seed: int = 0):
     """ERM (BCE fine-tune) on the source train split; cached checkpoint, fast on a re-run."""
     cache = caches[shortcut]
     x, y = load_arrays(cache, cache.select(split="train"), LABELS)
     alg = create_algorithm("bce_finetune", create_backbone(backbone, image_size=SIZE, seed=seed),
                            len(LABELS), {"augment": "none", "backbone_lr_scale": 1.0,
                                          "pos_weight": 4.0})
-    out = Path(prof.checkpoint_dir) / "05_attention" / f"{backbone}_shortcut{int(shortcut)}_s{seed}"
-    fit(alg, (x, y), epochs=EPOCHS, batch_size=64, lr=3e-3, seed=seed, out_dir=out,
+    out = Path(prof.checkpoint_dir) / "05_attention" / f"{backbone}_shortcut{int(shortcut)}_e{epochs}_s{seed}"
+    fit(alg, (x, y), epochs=epochs, batch_size=64, lr=3e-3, seed=seed, out_dir=out,
         verbose=False, device=prof.device)
     return alg.cpu().eval()
 
 
-models = {bb: train_erm(bb, shortcut=False) for bb in prof.backbones}
+models = {bb: train_erm(bb, shortcut=False, epochs=EPOCHS if i == 0 else EPOCHS_OTHERS)
+          for i, bb in enumerate(prof.backbones)}
 erm_shortcut = train_erm(prof.backbones[0], shortcut=True)
 print("trained:", list(models), "+ ERM with the shortcut")
 
@@ -151,16 +154,30 @@ lesion_area = float(r48["lesion"].mean())
 print(f"the lesion covers {lesion_area:.1%} of the image on average")
 
 # %%
-rc = agree[agree.metric == "rank_corr"]
-assert rc["mean"].max() < 0.9, f"models agree less than perfectly: {rc['mean'].round(2).tolist()}"
-assert (spread["spread"] > 0.1).all(), spread
-print(f"rank correlation between models: {rc['mean'].min():.2f} to {rc['mean'].max():.2f}; "
-      f"centre-of-mass spread: {spread['spread'].min():.2f} to {spread['spread'].max():.2f} lung half-widths")
+rc = agree[agree.metric == "rank_corr"].set_index(["model_a", "model_b"])["mean"]
+iou = agree[agree.metric == "top10_iou"].set_index(["model_a", "model_b"])["mean"]
+sp = spread.set_index("model")["spread"]
+sh = summary[summary.metric == "share_lesion"].set_index("model")["mean"]
+lung_area = float(r48["lung"].mean())
+assert rc.max() < 0.8 and iou.max() < 0.5, (rc, iou)
+assert sp.max() > 2 * sp.min(), sp
+assert (sh < 3 * lesion_area).all(), (sh, lesion_area)
+print(f"rank correlation between two models' maps: {rc.min():.2f} to {rc.max():.2f}; "
+      f"top-10 % IoU {iou.min():.2f} to {iou.max():.2f}")
+print(f"centre-of-mass spread: {sp.idxmin()} {sp.min():.2f}, {sp.idxmax()} {sp.max():.2f} lung half-widths")
+print(f"energy in the lesion: {sh.min():.1%} to {sh.max():.1%} of each map, for a lesion covering "
+      f"{lesion_area:.1%} of the image (lungs: {lung_area:.1%})")
 
 # %% [markdown]
-# The maps of different models on the *same image and label* correlate only partly, and each
-# model's centre of attention moves between images by a sizeable fraction of the lung width:
-# the seed's "inconsistent" is now a pair of numbers with intervals (printed above).
+# What the numbers say (printed above, all SYNTHETIC):
+# * **Agreement**: two models' maps of the same image and label correlate only partly (rank
+#   correlation well below 0.8) and their top-10 % regions overlap by less than half.
+# * **Consistency** differs between models: the centre of one model's map moves between images
+#   more than twice as much as another's. The seed's "inconsistent across images" is now a
+#   number per model, with an interval.
+# * **Localisation** is weak: less than three times the lesion's own share of the image lies in
+#   the lesion. These models were trained for seconds on 700 images; attention maps of a model
+#   that classifies well need not point at the finding.
 #
 # ## 4. The shortcut: does ERM look at the drain?
 # Test images of the *shortcut* source that carry the drain. Both ERM models explain their
@@ -179,21 +196,27 @@ sum_sc = A.summarize(df_sc, n_boot=prof.bootstrap)
 display(sum_sc)
 drain_area = float(rs["shortcut"].mean())
 fig = XP.plot_attention_shares(sum_sc, title="Pneumothorax Grad-CAM on drain images (SYNTHETIC)")
-print(f"{len(with_drain)} test images with a drain; the drain covers {drain_area:.1%} of the image")
+print(f"{len(with_drain)} test images with a drain; the drain covers {drain_area:.1%} of the image, "
+      f"the lungs {float(rs['lung'].mean()):.1%}")
 
 # %%
 s = sum_sc.set_index(["model", "metric"])
 drain_sc, drain_clean = s.loc[("ERM, shortcut", "share_shortcut")], s.loc[("ERM, no shortcut", "share_shortcut")]
 assert drain_sc["lo"] > drain_clean["hi"], (drain_sc.to_dict(), drain_clean.to_dict())
 assert drain_sc["mean"] > 3 * drain_area, (drain_sc["mean"], drain_area)
+lung_sc, lung_clean = s.loc[("ERM, shortcut", "share_lung")], s.loc[("ERM, no shortcut", "share_lung")]
+assert lung_sc["lo"] < lung_clean["hi"] and lung_clean["lo"] < lung_sc["hi"], (lung_sc, lung_clean)
 print(f"share on the drain: ERM with shortcut {drain_sc['mean']:.2f} [{drain_sc['lo']:.2f}, {drain_sc['hi']:.2f}] "
       f"vs without {drain_clean['mean']:.2f} [{drain_clean['lo']:.2f}, {drain_clean['hi']:.2f}]; "
-      f"the drain is {drain_area:.1%} of the image")
+      f"the drain is {drain_area:.1%} of the image; inside the lungs {lung_sc['mean']:.2f} vs "
+      f"{lung_clean['mean']:.2f} (intervals overlap)")
 
 # %% [markdown]
 # The model trained with the shortcut puts several times more of its map on the drain than the
-# one trained without it (intervals disjoint), and several times more than the drain's share of
-# the image: it learnt the tube. A masking method (RRR / ActDiff with lung-periphery masks,
+# one trained without it (intervals disjoint), and more than three times the drain's share of
+# the image: it learnt the tube. Inside the lungs the two put about the same share: the drain's
+# energy comes from elsewhere in the image, so "inside the lungs" alone would not have shown the
+# shortcut. A masking method (RRR / ActDiff with lung-periphery masks,
 # notebook 04) should move this number back down: pass its model into the same
 # `A.attention_table(...)` dict to compare.
 
@@ -256,8 +279,9 @@ assert h.loc[("ERM, shortcut", "share_shortcut"), "mean"] > h.loc[("ERM, no shor
 
 # %% [markdown]
 # ## What we saw
-# * Different models' maps of the same image and label agree only partly, and each model's
-#   centre of attention moves between images (section 3's printed numbers, with intervals).
+# * Different models' maps of the same image and label agree only partly (rank correlation below
+#   0.8, top-10 % IoU below 0.5), one model's attention moves between images more than twice as
+#   much as another's, and little of any map lies in the lesion (section 3).
 # * The ERM model trained with the chest-drain shortcut puts several times more Grad-CAM energy
 #   on the drain than the one trained without it, with disjoint 95 % intervals (section 4), and
 #   HiResCAM agrees on the direction (exercise).
