@@ -264,18 +264,25 @@ explorer.widget()
 
 # %% [markdown]
 # ## Exercise
-# Does the answer of section 4 depend on the CAM method? Compute the drain share with
-# `method="hirescam"` (element-wise gradient × activation instead of Grad-CAM's averaged weights).
+# Does the answer depend on the CAM method? Compute the maps of section 4 again with
+# `method="hirescam"` (the element-wise product of gradient and activation, instead of
+# Grad-CAM's channel weights = the *mean* gradient), for the CNN and for the ViT. Before you
+# run it: for `tiny_cnn`, whose last feature map goes through global average pooling and a
+# linear head, what do you expect?
 #
 # ### Solution
+# With global average pooling, the gradient of the logit with respect to channel k is the same
+# at every position (head weight / number of positions), so its mean *is* the gradient:
+# HiResCAM and Grad-CAM give identical maps for the CNN. A ViT's token gradients differ from
+# patch to patch, so there the two methods differ.
 
 # %%
-df_h, _ = A.attention_table(erm, rs["images"], LABELS.index("Pneumothorax"), lung=rs["lung"],
-                            shortcut=rs["shortcut"], method="hirescam")
-sum_h = A.summarize(df_h, columns=("share_shortcut", "share_lung"), n_boot=prof.bootstrap)
-display(sum_h)
-h = sum_h.set_index(["model", "metric"])
-assert h.loc[("ERM, shortcut", "share_shortcut"), "mean"] > h.loc[("ERM, no shortcut", "share_shortcut"), "mean"], sum_h
+imgs6 = rs["images"][:6]
+t_ptx = LABELS.index("Pneumothorax")
+gap = {name: float(np.abs(cam_maps(m, imgs6, t_ptx) - cam_maps(m, imgs6, t_ptx, method="hirescam")).max())
+       for name, m in {"tiny_cnn (shortcut)": erm_shortcut, "tiny_vit": models["tiny_vit"]}.items()}
+print({k: round(v, 4) for k, v in gap.items()})
+assert gap["tiny_cnn (shortcut)"] < 1e-4 and gap["tiny_vit"] > 0.05, gap
 
 # %% [markdown]
 # ## What we saw
@@ -283,8 +290,9 @@ assert h.loc[("ERM, shortcut", "share_shortcut"), "mean"] > h.loc[("ERM, no shor
 #   0.8, top-10 % IoU below 0.5), one model's attention moves between images more than twice as
 #   much as another's, and little of any map lies in the lesion (section 3).
 # * The ERM model trained with the chest-drain shortcut puts several times more Grad-CAM energy
-#   on the drain than the one trained without it, with disjoint 95 % intervals (section 4), and
-#   HiResCAM agrees on the direction (exercise).
+#   on the drain than the one trained without it, with disjoint 95 % intervals (section 4).
+# * HiResCAM equals Grad-CAM for a CNN with global average pooling, and differs for a ViT
+#   (exercise).
 # * ROAD: removing what Grad-CAM ranks first lowers the logit more than for random maps
 #   (section 5), so these maps do say something about what the model uses.
 #

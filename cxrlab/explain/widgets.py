@@ -136,15 +136,17 @@ class CamExplorer:
         import ipywidgets as W
 
         s = self.state
+        wide = W.Layout(width="330px")
         c = {
-            "hospital": W.Dropdown(options=list(self.rows), value=s["hospital"], description="hospital"),
+            "hospital": W.Dropdown(options=list(self.rows), value=s["hospital"], description="hospital", layout=wide),
             "index": W.IntSlider(value=s["index"], min=0, max=len(self.rows[s["hospital"]]) - 1,
-                                 description="image", continuous_update=False),
-            "label": W.Dropdown(options=self.labels, value=s["label"], description="label"),
-            "model": W.Dropdown(options=list(self.models), value=s["model"], description="model"),
-            "method": W.Dropdown(options=self.methods, value=s["method"], description="CAM"),
+                                 description="image", continuous_update=False, layout=wide),
+            "label": W.Dropdown(options=self.labels, value=s["label"], description="label", layout=wide),
+            "model": W.Dropdown(options=list(self.models), value=s["model"], description="model", layout=wide),
+            "method": W.Dropdown(options=self.methods, value=s["method"], description="CAM", layout=wide),
             "alpha": W.FloatSlider(value=s["alpha"], min=0.0, max=1.0, step=0.05,
-                                   description="overlay", continuous_update=False),
+                                   description="overlay", continuous_update=False,
+                                   layout=wide),
         }
         image = W.Image(format="png", width=256, height=256)
         caption = W.HTML()
@@ -161,7 +163,8 @@ class CamExplorer:
         for k, w in c.items():
             w.observe(lambda ch, k=k: on_change(ch, k), names="value")
         self._render()
-        return W.HBox([W.VBox(list(c.values())), W.VBox([image, caption])])
+        return W.HBox([W.VBox(list(c.values()), layout=W.Layout(min_width="340px")),
+                       W.VBox([image, caption], layout=W.Layout(width="300px"))])
 
     def _render(self) -> None:
         if self._widgets is None:

@@ -91,7 +91,8 @@ def lab(tmp_path):
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
          f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
          "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+        + (["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
         env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 
@@ -103,7 +104,12 @@ def lab(tmp_path):
             return None
 
     try:
-        _wait(up, 120, "JupyterLab to start (see jupyterlab.log)")
+        try:
+            _wait(up, 120, "JupyterLab to start")
+        except TimeoutError as e:
+            log.flush()
+            tail = (tmp_path / "jupyterlab.log").read_text()[-2000:]
+            raise TimeoutError(f"{e}; the end of its log:\n{tail}") from None
         yield url, token
     finally:
         proc.terminate()
