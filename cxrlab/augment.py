@@ -28,7 +28,7 @@ module. ``aug(x)`` takes ``[B, 1, H, W]`` (or one ``[1, H, W]`` image) as uint8 
 in [0, 1] on any device and returns the same dtype at ``image_size``; every sample gets its
 own random parameters, drawn from ``generator=`` when given (reproducible tests) or from
 torch's global RNG. ``two_views(x)`` / :class:`TwoViewTransform` give ``[B, 2, 1, S, S]``
-for :class:`~cxrlab.methods.supcon.SupConLoss`. Everything is a handful of batched torch ops
+for :class:`~cxrlab.losses.supcon.SupConLoss`. Everything is a handful of batched torch ops
 (one ``grid_sample`` for all geometry, one grouped convolution for the blur), so it runs on
 the GPU next to the model instead of in DataLoader workers.
 """

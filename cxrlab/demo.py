@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def run_demo(out: str | Path = "demo_out", profile: str | None = None, seed: int = 0) -> dict:
-    from cxrlab.config import get_profile
+    from cxrlab.profiles import get_profile
     from cxrlab.data.synthetic import ensure_synthetic_cache, hospital_table, synthetic_cache_matches
     from cxrlab.io import atomic_to_csv, atomic_write_text
     from cxrlab.plots import plot_gallery, plot_intensity_histograms, save_figure

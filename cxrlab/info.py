@@ -17,7 +17,7 @@ def info_dict(profile: str | None = None) -> dict:
     import torch
 
     from cxrlab import __version__
-    from cxrlab.config import get_profile, resolve_device
+    from cxrlab.profiles import get_profile, resolve_device
 
     p = get_profile(profile)
     dev = resolve_device(p.device)

@@ -549,6 +549,24 @@ def summarise_seeds(results: Sequence[Mapping], metrics: Sequence[str] | None = 
     return pd.DataFrame(rows)
 
 
+def masked_auc_macro(y_true, y_score) -> float:
+    """Mean ROC AUC over the labels that have both classes among their labelled (non-NaN)
+    entries; NaN when no label qualifies. A quick model-selection score (the probe's epochs, the
+    shift measurements); :func:`multilabel_metrics` reports the full set."""
+    from sklearn.metrics import roc_auc_score
+
+    y_true, y_score = np.asarray(y_true, dtype=float), np.asarray(y_score, dtype=float)
+    if y_true.ndim == 1:
+        y_true, y_score = y_true[:, None], y_score[:, None]
+    aucs = []
+    for j in range(y_true.shape[1]):
+        m = ~np.isnan(y_true[:, j])
+        t = y_true[m, j]
+        if len(np.unique(t)) == 2:
+            aucs.append(roc_auc_score(t, y_score[m, j]))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
 def format_ci(mean: float, lo: float, hi: float, percent: bool = True, digits: int = 1) -> str:
     """``format_ci(0.278, 0.251, 0.302)`` -> ``"27.8 [25.1, 30.2]"`` (percent by default)."""
     f = 100.0 if percent else 1.0

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path, PurePosixPath
 
-from cxrlab.download import archive_or_kaggle_main, report_completeness
+from cxrlab.data.download import archive_or_kaggle_main, report_completeness
 
 FOLDERS = ("CheXpert-v1.0-small", "CheXpert-v1.0")
 KAGGLE_DATASET = "ashery/chexpert"   # community mirror of CheXpert-v1.0-small

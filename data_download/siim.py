@@ -24,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from cxrlab.download import archive_or_kaggle_main, report_completeness
+from cxrlab.data.download import archive_or_kaggle_main, report_completeness
 
 KAGGLE_DATASET = "jesperdramsch/siim-acr-pneumothorax-segmentation-data"
 RLE_NAMES = ("train-rle.csv", "stage_2_train.csv")

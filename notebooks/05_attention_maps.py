@@ -42,13 +42,11 @@ if importlib.util.find_spec("cxrlab") is None:
 # %matplotlib inline
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 import torch
 from IPython.display import display
 
-from cxrlab.config import get_profile
+from cxrlab.course import setup
 from cxrlab.data.dataset import load_arrays
 from cxrlab.data.synthetic import ensure_synthetic_cache
 from cxrlab.engine import fit
@@ -58,17 +56,14 @@ from cxrlab.explain import cam_maps
 from cxrlab.methods.registry import create_algorithm
 from cxrlab.models import create_backbone
 
-plt.rcParams["figure.dpi"] = 72
-pd.set_option("display.width", 160, "display.precision", 3)
-prof = get_profile()
+prof = setup()
 if prof.name == "ci":
     torch.set_num_threads(1)  # tiny models on a shared CPU: more threads only wait on each other
 N_SOURCE = {"ci": 1024, "cpu": 6000}.get(prof.name, 20000)  # source images (70 % train)
 EPOCHS = {"ci": 10, "cpu": 20}.get(prof.name, 20)  # the two ERM models of section 4
 EPOCHS_OTHERS = {"ci": 6, "cpu": 20}.get(prof.name, 20)  # the other backbones (sections 2-3)
 LABELS = ["Cardiomegaly", "Effusion", "Pneumothorax", "Atelectasis"]
-print(f"profile {prof.name}: {prof.image_size} px, {N_SOURCE} source images, backbones "
-      f"{list(prof.backbones)}, {EPOCHS} epochs; data in {prof.data_dir}")
+print(f"{N_SOURCE} source images, {EPOCHS} / {EPOCHS_OTHERS} epochs")
 
 # %% [markdown]
 # ## 1. Data and models

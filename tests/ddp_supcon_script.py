@@ -10,7 +10,7 @@ Every rank builds the same global batch and the same small linear encoder, then:
 It checks, for equal and unequal slices and both positive rules, that the mean of the
 per-rank losses equals the reference loss, that the DDP-averaged weight gradient equals the
 reference gradient, and that the feature gradient on each rank equals world_size x the
-reference gradient of that slice (see the DDP section of cxrlab.methods.supcon). Rank 0 writes
+reference gradient of that slice (see the DDP section of cxrlab.losses.supcon). Rank 0 writes
 the largest differences as JSON to ``argv[1]``.
 """
 import copy
@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from cxrlab.methods.supcon import SupConLoss
+from cxrlab.losses.supcon import SupConLoss
 
 
 def main(out_path: str) -> None:

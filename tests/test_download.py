@@ -1,4 +1,4 @@
-"""cxrlab.download and data_download/nih.py against a local HTTP server on 127.0.0.1.
+"""cxrlab.data.download and data_download/nih.py against a local HTTP server on 127.0.0.1.
 
 The server serves small fake .tar.gz archives, honours ``Range: bytes=N-`` and can be told to
 cut a transfer short, so resuming, checksums and extraction are tested without any network.
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxrlab.download import (ChecksumError, DownloadError, Expect, NoNetworkError,
+from cxrlab.data.download import (ChecksumError, DownloadError, Expect, NoNetworkError,
                              UnsafeArchiveError, check_layout, download_file, extract_tar,
                              extract_zip, file_digest, is_extracted, read_checksum_file)
 
@@ -425,7 +425,7 @@ def test_mimic_script_needs_credentials_and_says_how_to_get_them(server, tmp_pat
 
 
 def test_mimic_script_fetches_tables_and_frontal_images_with_auth(server, tmp_path, monkeypatch, capsys):
-    from cxrlab.download import basic_auth_header
+    from cxrlab.data.download import basic_auth_header
 
     mimic, jpgs = serve_mimic(server)
     server.auth = basic_auth_header("alice", "s3cret")

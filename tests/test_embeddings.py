@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cxrlab.data.cache import CacheWriter
-from cxrlab.embeddings import embedding_key, extract_embeddings
+from cxrlab.probe.embeddings import embedding_key, extract_embeddings
 from cxrlab.models import create_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,7 +74,7 @@ def test_cache_dir_false_stores_nothing_and_backbone_state_is_restored(cache, tm
 
 
 def test_write_is_atomic_and_corrupt_file_is_recomputed(cache, tmp_path, monkeypatch):
-    import cxrlab.embeddings as E
+    import cxrlab.probe.embeddings as E
     from cxrlab.io import atomic_path
 
     bb = create_backbone("tiny_cnn", image_size=32)

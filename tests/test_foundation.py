@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrlab import config, labels
+from cxrlab import profiles, labels
 from cxrlab.data.cache import Cache, CacheError, CacheWriter, check_patient_splits
 from cxrlab.io import atomic_path, atomic_write_json
 from cxrlab.seeding import loader_seeding, seed_everything
@@ -16,7 +16,7 @@ from cxrlab.seeding import loader_seeding, seed_everything
 
 # ---------------------------------------------------------------- profiles
 def test_profiles_exist_and_differ():
-    ci, cpu, gpu = (config.get_profile(n) for n in ("ci", "cpu", "gpu"))
+    ci, cpu, gpu = (profiles.get_profile(n) for n in ("ci", "cpu", "gpu"))
     assert ci.image_size < gpu.image_size and ci.n_per_hospital < cpu.n_per_hospital
     assert gpu.backbones == ("resnet50", "efficientnet_b0", "vit_base_patch16_224")
     assert gpu.pretrained and not ci.pretrained and gpu.precision == "bf16"
@@ -26,9 +26,9 @@ def test_profile_from_env_and_overrides(monkeypatch):
     monkeypatch.setenv("CXRLAB_PROFILE", "cpu")
     monkeypatch.setenv("CXRLAB_IMAGE_SIZE", "128")
     monkeypatch.setenv("CXRLAB_SEEDS", "3,4")
-    p = config.get_profile()
+    p = profiles.get_profile()
     assert p.name == "cpu" and p.image_size == 128 and p.seeds == (3, 4)
-    q = config.get_profile(epochs=1, pretrained="false")
+    q = profiles.get_profile(epochs=1, pretrained="false")
     assert q.epochs == 1 and q.pretrained is False and q.image_size == 128
     assert p.replace(batch_size=7).batch_size == 7
 
@@ -36,13 +36,13 @@ def test_profile_from_env_and_overrides(monkeypatch):
 def test_profile_errors(monkeypatch):
     monkeypatch.delenv("CXRLAB_PROFILE", raising=False)
     with pytest.raises(KeyError, match="unknown profile 'laptop'"):
-        config.get_profile("laptop")
+        profiles.get_profile("laptop")
     with pytest.raises(KeyError, match="unknown profile field"):
-        config.get_profile("ci", image_sise=64)
+        profiles.get_profile("ci", image_sise=64)
     with pytest.raises(ValueError, match="at least 32"):
-        config.get_profile("ci", image_size=16)
+        profiles.get_profile("ci", image_size=16)
     with pytest.raises(ValueError, match="true/false"):
-        config.get_profile("ci", pretrained="maybe")
+        profiles.get_profile("ci", pretrained="maybe")
 
 
 # ---------------------------------------------------------------- labels
@@ -198,7 +198,7 @@ def test_cli_info_json():
     out = subprocess.run([sys.executable, "-m", "cxrlab", "info", "--json"], check=True,
                          capture_output=True, text=True).stdout
     d = json.loads(out)
-    assert d["profile"] in config.PROFILE_NAMES and "torch" in d and d["device"]
+    assert d["profile"] in profiles.PROFILE_NAMES and "torch" in d and d["device"]
 
 
 def test_cli_reports_errors_cleanly():

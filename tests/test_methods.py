@@ -7,7 +7,7 @@ import torch
 
 from cxrlab.engine import fit
 from cxrlab.methods import HParamError, create_algorithm, get_algorithm
-from cxrlab.methods.supcon_method import PretrainOnlyError
+from cxrlab.methods.supcon import PretrainOnlyError
 from cxrlab.models import create_backbone
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts_engine"))

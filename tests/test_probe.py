@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from cxrlab.losses import balanced_pos_weight, masked_bce_with_logits
-from cxrlab.probe import (masked_auc_macro, predict_proba, select_linear_probe,
+from cxrlab.metrics import masked_auc_macro
+from cxrlab.probe import (predict_proba, select_linear_probe,
                           train_frozen_probe_epochs, train_linear_probe)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -104,7 +105,7 @@ def blob_cache(tmp_path_factory):
 
 @pytest.mark.parametrize("standardize", [True, False])
 def test_cached_probe_equals_ten_epoch_probe(blob_cache, standardize):
-    from cxrlab.embeddings import extract_embeddings
+    from cxrlab.probe.embeddings import extract_embeddings
     from cxrlab.models import create_backbone
 
     bb = create_backbone("tiny_cnn", image_size=32)

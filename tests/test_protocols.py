@@ -48,7 +48,7 @@ def test_protocols_ship_inside_the_package_and_load_from_any_folder(tmp_path, mo
     import cxrlab
     from cxrlab.data.protocols import spec as P
 
-    pkg = Path(cxrlab.__file__).parent / "protocols"
+    pkg = Path(cxrlab.__file__).parent / "data" / "protocols"
     assert P._PACKAGED_PROTOCOLS == pkg and SHIPPED <= {f.stem for f in pkg.glob("*.yaml")}
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CXRLAB_PROTOCOLS", raising=False)

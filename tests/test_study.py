@@ -158,8 +158,13 @@ def test_changed_config_is_refused(tiny_study, monkeypatch):
     out, _, home, cache = tiny_study
     monkeypatch.setenv("CXRLAB_HOME", str(home))
     with pytest.raises(S.StudyError, match="different configuration.*probe_epochs"):
-        S.run_probe_study(_config(cache.path, probe_epochs=7, methods=["bce_probe"]), out,
-                          profile="ci", verbose=False)
+        S.run_probe_study(_config(cache.path, probe_epochs=7), out, profile="ci", verbose=False)
+    # fewer methods would rewrite the study's tables with fewer rows: refused, names the flag
+    before = (out / "results.csv").read_bytes()
+    with pytest.raises(S.StudyError, match="would drop 2 of them.*--overwrite"):
+        S.run_probe_study(_config(cache.path, methods=["bce_probe"]), out, profile="ci",
+                          verbose=False)
+    assert (out / "results.csv").read_bytes() == before
 
 
 def test_thresholds_come_from_source_validation_only(tiny_study, monkeypatch, tmp_path):
@@ -167,7 +172,7 @@ def test_thresholds_come_from_source_validation_only(tiny_study, monkeypatch, tm
     monkeypatch.setenv("CXRLAB_HOME", str(home))
     cfg = S.load_study_config(_config(cache.path, methods=["bce_probe"]))
     from cxrlab import metrics as M
-    from cxrlab.config import get_profile
+    from cxrlab.profiles import get_profile
 
     data = S.load_study_data(cfg, get_profile("ci"), verbose=False)
     val = data.labels("val")
@@ -286,3 +291,81 @@ def test_report_writes_markdown_and_png(tiny_study):
     assert (root / "report_auc.png").stat().st_size > 1000
     with pytest.raises(FileNotFoundError, match="no study"):
         S.report(out / "units")
+
+
+def test_a_new_method_is_one_registered_class(tiny_study, tmp_path, monkeypatch):
+    """Issue #9: a method is one class with the decorator; the study's grid, tables and figures
+    take its names from the registry, and one method can run as several arms."""
+    import torch
+    from torch import nn
+
+    from cxrlab.losses import masked_bce_with_logits
+    from cxrlab.methods import ALGORITHMS, Algorithm, register_algorithm
+    from cxrlab.study import plots as P
+
+    _, _, _, cache = tiny_study
+
+    @register_algorithm("toy_scaled_head")
+    class ToyScaledHead(Algorithm):
+        display_name = "Toy scaled head"
+        short_name = "toy"
+        scoring = "predict"
+        HPARAMS = {"scale": (1.0, "multiplies the logits")}
+
+        def __init__(self, backbone, num_labels, hparams=None):
+            super().__init__(backbone, num_labels, hparams)
+            self.head = nn.Linear(backbone.num_features, self.num_labels)
+
+        def predict(self, images):
+            return float(self.hparams["scale"]) * self.head(self.features(images))
+
+        def training_step(self, batch, step):
+            logits = self.predict(batch["image"])
+            return {"loss": masked_bce_with_logits(logits, batch["labels"].to(logits.device))}
+
+    try:
+        monkeypatch.setenv("CXRLAB_HOME", str(tmp_path / "home"))
+        arms = ["bce_probe", "toy_scaled_head",
+                {"name": "toy_x4", "method": "toy_scaled_head", "hparams": {"scale": 4.0}}]
+        res = S.run_study(_config(cache.path, methods=arms), tmp_path / "toy", profile="ci",
+                          verbose=False)
+        assert sorted(p.name for p in (tmp_path / "toy" / "units").iterdir()) == [
+            "bce_probe__tiny_cnn__seed0", "toy_scaled_head__tiny_cnn__seed0",
+            "toy_x4__tiny_cnn__seed0"]
+        stored = json.loads((tmp_path / "toy" / "units" / "toy_x4__tiny_cnn__seed0"
+                             / "metrics.json").read_text())
+        assert stored["config"]["hparams"] == {"scale": 4.0}
+        assert stored["config"]["algorithm"] == "toy_scaled_head"
+        table = S.seed000_table(res.results)
+        assert list(table["setting"]) == ["BCE linear probe", "Toy scaled head",
+                                          "Toy scaled head (toy_x4)"]
+        summ = S.summarise(res.results)
+        fig = P.plot_in_vs_out(summ)
+        assert [ax.get_title() for ax in fig.axes[:3]] == list(table["setting"])
+        fig = P.plot_label_spaces(summ)
+        ticks = [t.get_text() for ax in fig.axes for t in ax.get_xticklabels()]
+        assert any(t.endswith("\ntoy") for t in ticks) and any(t.endswith("\ntoy_x4") for t in ticks)
+        readme = (tmp_path / "toy" / "README.md").read_text()
+        assert "Toy scaled head (toy_x4)" in readme
+    finally:
+        ALGORITHMS.pop("toy_scaled_head", None)
+
+
+def test_arms_are_checked_before_training():
+    base = {"protocol": PROTOCOL, "backbones": ["tiny_cnn"]}
+    with pytest.raises(S.StudyError, match="unknown method 'rr'"):
+        S.load_study_config({**base, "methods": ["bce_probe", {"name": "x", "method": "rr"}]})
+    with pytest.raises(S.StudyError, match="appear twice"):
+        S.load_study_config({**base, "methods": ["supcon", {"name": "supcon", "method": "supcon"}]})
+    with pytest.raises(S.StudyError, match="unknown key"):
+        S.load_study_config({**base, "methods": [{"name": "a", "method": "supcon", "lam": 1}]})
+    with pytest.raises(KeyError, match="no hyper-parameter 'temp'"):
+        S.load_study_config({**base, "methods": [{"name": "a", "method": "supcon",
+                                                  "hparams": {"temp": 1}}]})
+    cfg = S.load_study_config({**base, "hparams": {"supcon": {"temperature": 0.2}},
+                               "methods": ["supcon", {"name": "hot", "method": "supcon",
+                                                      "hparams": {"temperature": 0.5}}]})
+    arms = cfg.arms()
+    assert [(a.name, a.method, a.hparams, a.display) for a in arms] == [
+        ("supcon", "supcon", {"temperature": 0.2}, "SupCon + linear probe"),
+        ("hot", "supcon", {"temperature": 0.5}, "SupCon + linear probe (hot)")]

@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
-from cxrlab.methods.supcon import ProjectionHead, SupConLoss, positive_weights, two_view_features
-from cxrlab.methods.supcon_reference import supcon_loss_loop
+from cxrlab.losses.supcon import SupConLoss, positive_weights
+from cxrlab.methods.supcon import ProjectionHead, two_view_features
+from cxrlab.losses.supcon_reference import supcon_loss_loop
 
 NAN = float("nan")
 

@@ -26,7 +26,7 @@ K = {name: i for i, name in enumerate(NIH14)}
 @pytest.fixture(scope="module")
 def batch64():
     """A source batch rich in findings (prevalence boosted), shared by the mask tests."""
-    return generate("source", 256, 64, seed=11, prevalence={n: 6.0 for n in NIH14})
+    return generate("source", 256, 64, seed=11, prevalence_factor={n: 6.0 for n in NIH14})
 
 
 def _meta_many(hospital, n_blocks, shortcut=False, seed=0):
@@ -133,7 +133,7 @@ def test_findings_change_the_image():
     """Same patients with and without a finding: the pixels change where the mask says."""
     spec = get_hospital("source")
     for name in ("Effusion", "Pneumothorax", "Mass", "Cardiomegaly"):
-        b = generate(spec, 64, 64, seed=2, prevalence={name: 50.0})
+        b = generate(spec, 64, 64, seed=2, prevalence_factor={name: 50.0})
         k = K[name]
         pos = b.labels[:, k] > 0
         assert pos.sum() > 10, name
@@ -266,7 +266,7 @@ def test_bad_input_gets_clear_errors(tmp_path):
     with pytest.raises(KeyError, match="known labels"):
         generate("source", 4, shortcut_label="Pneumothorx")
     with pytest.raises(KeyError, match="known labels"):
-        generate("source", 4, prevalence={"Efusion": 2.0})
+        generate("source", 4, prevalence_factor={"Efusion": 2.0})
     with pytest.raises(ValueError, match="at least 32"):
         generate("source", 4, image_size=31)
     with pytest.raises(ValueError, match=">= 0"):

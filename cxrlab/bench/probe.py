@@ -6,7 +6,7 @@ the same images through the same frozen backbone:
 
 * ``epoch``: :func:`cxrlab.probe.train_frozen_probe_epochs`: ten forward passes per image (plus
   one to fit the standardisation statistics);
-* ``cached``: :func:`cxrlab.embeddings.extract_embeddings` (one forward pass, written to a
+* ``cached``: :func:`cxrlab.probe.extract_embeddings` (one forward pass, written to a
   fresh on-disk cache) + :func:`cxrlab.probe.train_linear_probe`.
 
 ``probe_cached_vs_epoch_ratio`` = training wall time of ``epoch`` / ``cached`` (best of the
@@ -63,9 +63,9 @@ def _data(out: Path, n_per_hospital: int, size: int):
 
 
 def run(quick: bool = False) -> dict[str, float]:
-    from cxrlab.embeddings import extract_embeddings
+    from cxrlab.metrics import masked_auc_macro
     from cxrlab.models import create_backbone
-    from cxrlab.probe import (masked_auc_macro, predict_proba, train_frozen_probe_epochs,
+    from cxrlab.probe import (extract_embeddings, predict_proba, train_frozen_probe_epochs,
                               train_linear_probe)
 
     n, size, name, repeats = (160, 64, "tiny_cnn", 1) if quick else (1000, 64, "tiny_resnet", 2)

@@ -2,9 +2,9 @@
 
 Keys (milliseconds for one forward + backward on the CPU; V=2 views, D=128, 14 labels):
 
-* ``supcon_loss_ms_b1024`` -- :class:`cxrlab.methods.supcon.SupConLoss`, batch 1024.
+* ``supcon_loss_ms_b1024`` -- :class:`cxrlab.losses.supcon.SupConLoss`, batch 1024.
 * ``supcon_loop_ms_b{n}`` and ``supcon_loss_ms_b{n}`` -- the loop
-  (:func:`cxrlab.methods.supcon_reference.supcon_loss_loop`) and the vectorised loss on the
+  (:func:`cxrlab.losses.supcon_reference.supcon_loss_loop`) and the vectorised loss on the
   same inputs, with n = 1024 (full run) or n = 128 (``quick``: the loop is quadratic in
   Python and takes seconds at 1024);
 * ``supcon_vectorised_speedup_b{n}`` -- loop time / vectorised time, same run, same inputs.
@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from cxrlab.methods.supcon import SupConLoss
-from cxrlab.methods.supcon_reference import supcon_loss_loop
+from cxrlab.losses.supcon import SupConLoss
+from cxrlab.losses.supcon_reference import supcon_loss_loop
 
 V, D, C = 2, 128, 14
 

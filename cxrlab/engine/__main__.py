@@ -71,11 +71,11 @@ def main(argv=None, cleanup: bool = True) -> int:
     """Parse ``argv`` and train. ``cleanup=False`` keeps the process group for another run
     in the same torchrun program."""
     args = build_parser().parse_args(argv)
-    from cxrlab.config import get_profile
+    from cxrlab.profiles import get_profile
     from cxrlab.data.cache import open_cache
     from cxrlab.data.dataset import CacheDataset, load_arrays
     from cxrlab.engine import distributed as D
-    from cxrlab.engine.evaluate import make_val_fn
+    from cxrlab.engine.predict import make_val_fn
     from cxrlab.engine.trainer import fit
     from cxrlab.labels import get_label_space
     from cxrlab.methods import create_algorithm

@@ -3,7 +3,7 @@
 A checkpoint holds everything the next epoch depends on: the weights, the optimiser's moments,
 the learning-rate schedule, the step counters, the training history and the random number
 generators of every process (torch, CUDA, NumPy, Python). The batch order needs no state: it
-is a function of ``(seed, epoch)`` (:mod:`cxrlab.engine.data`). So a run killed at any moment
+is a function of ``(seed, epoch)`` (:mod:`cxrlab.engine.batching`). So a run killed at any moment
 and started again continues as if nothing had happened - bit for bit on the same machine.
 
 It also holds the run's *configuration* (method, hyper-parameters, learning rate, data
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cxrlab.errors import CxrlabError, MissingInputError
 from cxrlab.io import atomic_torch_save
 
 FORMAT = "cxrlab-train-checkpoint"
@@ -33,12 +34,12 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 
-class CheckpointMismatchError(RuntimeError):
-    """``last.pt`` in the output folder belongs to a run with another configuration."""
-
-
-class CheckpointError(RuntimeError):
+class CheckpointError(CxrlabError, RuntimeError):
     """A checkpoint file is unreadable or not a cxrlab training checkpoint."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """``last.pt`` in the output folder belongs to a run with another configuration."""
 
 
 def config_hash(config: dict) -> str:
@@ -98,7 +99,7 @@ def load_checkpoint(path, map_location: Any = "cpu") -> dict:
     """Read a training checkpoint (tensors only; no pickled code is executed)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise MissingInputError(f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - say which file and what to do

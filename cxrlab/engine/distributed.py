@@ -4,7 +4,7 @@
 tells each its ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` through the environment.
 :func:`init_distributed` reads them and joins the process group (NCCL between GPUs, gloo on
 CPU). Every rank computes the same batch order and takes its slice of each global batch
-(:class:`cxrlab.engine.data.EpochBatchSampler`); ``DistributedDataParallel`` averages the
+(:class:`cxrlab.engine.batching.EpochBatchSampler`); ``DistributedDataParallel`` averages the
 gradients, so N ranks with ``batch_size / N`` images each take the same step as one process
 with the whole batch (exactly so for a loss that is a mean over images and a network without
 batch-norm; batch-norm statistics stay per rank). Only rank 0 writes checkpoints and logs.

@@ -1,4 +1,5 @@
-"""Training methods (BCE, SupCon, RRR, ActDiff, ...); the registry lives in ``registry.py``.
+"""Training methods (BCE, SupCon, RRR, ActDiff, ...), one module each; the registry lives in
+``registry.py``.
 
 Every method is an :class:`~cxrlab.methods.base.Algorithm` with one training interface, so
 :func:`cxrlab.engine.fit` trains all of them the same way::
@@ -6,9 +7,11 @@ Every method is an :class:`~cxrlab.methods.base.Algorithm` with one training int
     from cxrlab.methods import create_algorithm, ALGORITHMS
     alg = create_algorithm("bce_finetune", backbone, num_labels=7, hparams={"augment": True})
 """
-from cxrlab.methods.base import Algorithm, HParamError
+from cxrlab.methods.base import SCORINGS, Algorithm, HParamError
 from cxrlab.methods.registry import ALGORITHMS, create_algorithm, get_algorithm, register_algorithm
-from cxrlab.methods.supcon_method import PretrainOnlyError
+# the built-in methods, one module each; importing them registers them
+from cxrlab.methods import bce, supcon  # noqa: F401,E402
+from cxrlab.methods.supcon import PretrainOnlyError
 
-__all__ = ["ALGORITHMS", "Algorithm", "HParamError", "PretrainOnlyError", "create_algorithm",
+__all__ = ["ALGORITHMS", "SCORINGS", "Algorithm", "HParamError", "PretrainOnlyError", "create_algorithm",
            "get_algorithm", "register_algorithm"]

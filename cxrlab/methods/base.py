@@ -25,8 +25,14 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from cxrlab.errors import CxrlabError
 
-class HParamError(KeyError):
+
+#: the ways a study can score a method (see :attr:`Algorithm.scoring`)
+SCORINGS = ("predict", "probe", "embed_probe")
+
+
+class HParamError(CxrlabError, KeyError):
     """An algorithm was given a hyper-parameter it does not declare."""
 
     def __str__(self) -> str:  # KeyError would print the message with quotes around it
@@ -50,8 +56,22 @@ class Algorithm(nn.Module):
         overrides of :meth:`default_hparams`; unknown keys raise :class:`HParamError`.
     """
 
-    #: registry name (set by subclasses)
+    #: registry name (set by :func:`~cxrlab.methods.registry.register_algorithm`)
     name: str = "algorithm"
+    #: the method's name in tables (a study's "setting" column) and figure legends
+    display_name: str = ""
+    #: a few characters for crowded axis labels (default: :attr:`display_name`)
+    short_name: str = ""
+    #: how a study scores the method (one of :data:`SCORINGS`):
+    #: ``"predict"`` - train with the engine, keep the epoch that is best on source validation,
+    #: predict with the method's own head; ``"probe"`` - train with the engine, then freeze
+    #: :attr:`encoder` and fit the linear probe on its embeddings; ``"embed_probe"`` - no engine
+    #: run: embed with the frozen backbone and fit the linear probe (same model as training the
+    #: method, computed once on cached embeddings)
+    scoring: str = "predict"
+    #: batch keys the method needs besides image and labels (``"lung_mask"``, ``"lesion_mask"``);
+    #: a study loads them for its training set
+    needs: tuple[str, ...] = ()
     #: hyper-parameter -> (default, meaning). Values must be JSON-serialisable: they go into
     #: the checkpoint's config hash.
     HPARAMS: dict[str, tuple[Any, str]] = {}
@@ -116,6 +136,11 @@ class Algorithm(nn.Module):
         """Sub-modules that ``fit(..., compile=True)`` compiles in place (state-dict keys stay
         the same, so checkpoints do not depend on whether compile was on)."""
         return [self.backbone]
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The network whose frozen embeddings a ``"probe"`` scoring evaluates (the backbone)."""
+        return self.backbone
 
     @property
     def device(self) -> torch.device:

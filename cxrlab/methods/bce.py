@@ -14,9 +14,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cxrlab.losses import masked_bce_with_logits
 from cxrlab.augment import cxr_train_augment
+from cxrlab.losses import masked_bce_with_logits
 from cxrlab.methods.base import Algorithm, freeze, resolve_augment
+from cxrlab.methods.registry import register_algorithm
 
 
 def _pos_weight(value, num_labels: int):
@@ -48,6 +49,7 @@ class _BCEBase(Algorithm):
         return self.head(self.features(images))
 
 
+@register_algorithm("bce_probe")
 class BCEProbe(_BCEBase):
     """The seed's baseline: frozen backbone, a linear head trained with masked BCE.
 
@@ -57,7 +59,9 @@ class BCEProbe(_BCEBase):
     class is the same method on images, through the common engine.
     """
 
-    name = "bce_probe"
+    display_name = "BCE linear probe"
+    short_name = "BCE probe"
+    scoring = "embed_probe"
     HPARAMS = {
         "pos_weight": (None, "positive-class weight of the BCE: None, one number, or one per label"),
     }
@@ -79,6 +83,7 @@ class BCEProbe(_BCEBase):
         return {"loss": self._loss(logits, batch["labels"])}
 
 
+@register_algorithm("bce_finetune")
 class BCEFinetune(_BCEBase):
     """Backbone and head trained end to end with masked BCE (the control arm for SupCon).
 
@@ -88,7 +93,9 @@ class BCEFinetune(_BCEBase):
     arms differ only in the loss (``augment`` takes the same strengths as SupCon's).
     """
 
-    name = "bce_finetune"
+    display_name = "BCE fine-tune (control)"
+    short_name = "fine-tune"
+    scoring = "predict"
     HPARAMS = {
         "backbone_lr_scale": (0.1, "backbone learning rate = this x the base learning rate"),
         "augment": ("default", "strength of the CXR augmentation (one view per image, as in "

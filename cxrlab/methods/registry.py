@@ -1,6 +1,10 @@
-"""Name -> training method. ``fit`` and the studies look methods up here by name, so a new
-method (RRR, ActDiff, ...) is one :class:`~cxrlab.methods.base.Algorithm` subclass and one
-:func:`register_algorithm` call; nothing else changes."""
+"""Name -> training method. ``fit`` and the studies look methods up here by name.
+
+The registry is the one place a method is known: each method registers itself with the
+:func:`register_algorithm` decorator in its own module, and carries its display names and how a
+study scores it (:attr:`~cxrlab.methods.base.Algorithm.scoring`). Studies, their tables and
+their figures derive everything from here, so a new method (RRR, ActDiff, ...) is one new
+file; importing :mod:`cxrlab.methods` imports the built-in ones."""
 from __future__ import annotations
 
 import difflib
@@ -9,16 +13,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from cxrlab.methods.base import Algorithm
-from cxrlab.methods.bce import BCEFinetune, BCEProbe
-from cxrlab.methods.supcon_method import SupConPretrain
+from cxrlab.methods.base import SCORINGS, Algorithm
 
-#: every registered training method, by name
-ALGORITHMS: dict[str, type[Algorithm]] = {
-    "bce_probe": BCEProbe,
-    "bce_finetune": BCEFinetune,
-    "supcon": SupConPretrain,
-}
+#: every registered training method, by name, in the order they were registered
+ALGORITHMS: dict[str, type[Algorithm]] = {}
 
 
 def register_algorithm(name: str, cls: type[Algorithm] | None = None, *, overwrite: bool = False):
@@ -33,11 +31,17 @@ def register_algorithm(name: str, cls: type[Algorithm] | None = None, *, overwri
                             f"cxrlab.methods.base.Algorithm, got {c!r}")
         if not isinstance(name, str) or not name:
             raise ValueError(f"algorithm name must be a non-empty string, got {name!r}")
+        if c.scoring not in SCORINGS:
+            raise ValueError(f"{c.__name__}.scoring = {c.scoring!r}; choose one of {SCORINGS}")
         if name in ALGORITHMS and ALGORITHMS[name] is not c and not overwrite:
             raise ValueError(f"an algorithm named {name!r} is already registered "
                              f"({ALGORITHMS[name].__name__}); pick another name or pass "
                              "overwrite=True")
         c.name = name
+        if "display_name" not in vars(c) or not c.display_name:
+            c.display_name = name
+        if "short_name" not in vars(c) or not c.short_name:
+            c.short_name = c.display_name
         ALGORITHMS[name] = c
         return c
 

@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from cxrlab.errors import UnknownNameError, UsageError
 from cxrlab.models.backbone import Backbone
 
 
@@ -37,13 +38,22 @@ class BackboneSpec:
     tiny: bool = False
     #: what the published weights were trained on ("ImageNet", "CXR", ...)
     weights_source: str = ""
+    #: the name in tables and legends ("ResNet-50")
+    display_name: str = ""
+    #: the real backbone a tiny stand-in plays in the ``ci`` profile (a registered name)
+    stands_in_for: str | None = None
+    #: rows of a study's tables are sorted by it (seed 000's order: ViT-B/16, EfficientNet-B0,
+    #: ResNet-50; each stand-in right after the real ones, in the same order)
+    table_rank: int = 100
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 
 
 def register_backbone(name: str, *, description: str = "", has_pretrained: bool = True,
-                      tiny: bool = False, weights_source: str = "ImageNet"):
+                      tiny: bool = False, weights_source: str = "ImageNet",
+                      display_name: str = "", stands_in_for: str | None = None,
+                      table_rank: int = 100):
     """Decorator: register ``factory(pretrained: bool, image_size: int | None, **kw) -> Backbone``
     under ``name``. Registering a name twice is an error (it would silently shadow the first)."""
 
@@ -53,7 +63,9 @@ def register_backbone(name: str, *, description: str = "", has_pretrained: bool 
                              f"(by {_REGISTRY[name].factory.__module__})")
         _REGISTRY[name] = BackboneSpec(name=name, factory=factory, description=description,
                                        has_pretrained=has_pretrained, tiny=tiny,
-                                       weights_source=weights_source if has_pretrained else "")
+                                       weights_source=weights_source if has_pretrained else "",
+                                       display_name=display_name or name,
+                                       stands_in_for=stands_in_for, table_rank=int(table_rank))
         return factory
 
     return deco
@@ -70,7 +82,7 @@ def get_spec(name: str) -> BackboneSpec:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise KeyError(f"unknown backbone {name!r}.{hint} Known backbones: {list_backbones()}")
+        raise UnknownNameError(f"unknown backbone {name!r}.{hint} Known backbones: {list_backbones()}")
     return _REGISTRY[name]
 
 
@@ -80,11 +92,33 @@ def list_backbones(tiny: bool | None = None) -> list[str]:
     return sorted(n for n, s in _REGISTRY.items() if tiny is None or s.tiny == tiny)
 
 
+def display_name(name: str) -> str:
+    """The backbone's name in tables and legends; an unregistered name is returned as is (a
+    table may hold results of a backbone registered in another session)."""
+    _ensure_builtin()
+    spec = _REGISTRY.get(name)
+    return spec.display_name if spec else name
+
+
+def stands_in_for(name: str) -> str | None:
+    """The display name of the real backbone a tiny stand-in plays (``None`` for real ones)."""
+    _ensure_builtin()
+    spec = _REGISTRY.get(name)
+    return display_name(spec.stands_in_for) if spec and spec.stands_in_for else None
+
+
+def table_order(names) -> list[str]:
+    """``names`` sorted as a study's tables list backbones (see :attr:`BackboneSpec.table_rank`)."""
+    _ensure_builtin()
+    return sorted(names, key=lambda n: (_REGISTRY[n].table_rank if n in _REGISTRY else 1000, n))
+
+
 def describe_backbones() -> list[dict]:
     """One dict per registered backbone (name, description, tiny, published weights): a table
     for notebooks (``pd.DataFrame(describe_backbones())``)."""
     _ensure_builtin()
-    return [{"name": s.name, "description": s.description, "tiny": s.tiny,
+    return [{"name": s.name, "display_name": s.display_name, "description": s.description,
+             "tiny": s.tiny, "stands_in_for": stands_in_for(s.name) or "",
              "published_weights": s.weights_source or "none"}
             for s in sorted(_REGISTRY.values(), key=lambda s: s.name)]
 
@@ -113,10 +147,10 @@ def create_backbone(name: str, pretrained: bool = False, weights=None,
     """
     spec = get_spec(name)
     if weights is None and pretrained and not spec.has_pretrained:
-        raise ValueError(f"backbone {name!r} has no published weights; use pretrained=False "
+        raise UsageError(f"backbone {name!r} has no published weights; use pretrained=False "
                          "(random init) or weights='path/to/your_checkpoint.pth'")
     if image_size is not None and int(image_size) < 16:
-        raise ValueError(f"image_size must be at least 16 px, got {image_size}")
+        raise UsageError(f"image_size must be at least 16 px, got {image_size}")
     image_size = None if image_size is None else int(image_size)
     fetch = bool(pretrained) and weights is None
     with torch.random.fork_rng(devices=[]):

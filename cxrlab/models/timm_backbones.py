@@ -65,13 +65,15 @@ def wrap_timm(model, name: str, pretrained: bool, input_size: int,
     return bb
 
 
-@register_backbone("resnet50", description="ResNet-50 (25M params, 2048-d), timm")
+@register_backbone("resnet50", description="ResNet-50 (25M params, 2048-d), timm",
+                   display_name="ResNet-50", table_rank=2)
 def resnet50(pretrained: bool = False, image_size: int | None = None, **kw) -> Backbone:
     m = create_timm("resnet50", "resnet50", pretrained, **kw)
     return wrap_timm(m, "resnet50", pretrained, input_size=image_size or 224)
 
 
-@register_backbone("efficientnet_b0", description="EfficientNet-B0 (5M params, 1280-d), timm")
+@register_backbone("efficientnet_b0", description="EfficientNet-B0 (5M params, 1280-d), timm",
+                   display_name="EfficientNet-B0", table_rank=1)
 def efficientnet_b0(pretrained: bool = False, image_size: int | None = None, **kw) -> Backbone:
     m = create_timm("efficientnet_b0", "efficientnet_b0", pretrained, **kw)
     return wrap_timm(m, "efficientnet_b0", pretrained, input_size=image_size or 224)
@@ -101,7 +103,8 @@ def build_vit(name: str, arch: str, pretrained: bool, image_size: int | None, pa
 
 @register_backbone("vit_base_patch16_224",
                    description="ViT-B/16 (86M params, 768-d, class token), timm; built for "
-                               "the profile's image size (position embeddings resampled)")
+                               "the profile's image size (position embeddings resampled)",
+                   display_name="ViT-B/16", table_rank=0)
 def vit_base_patch16_224(pretrained: bool = False, image_size: int | None = None, **kw) -> Backbone:
     return build_vit("vit_base_patch16_224", "vit_base_patch16_224", pretrained, image_size,
                      patch=16, **kw)

@@ -37,7 +37,8 @@ class TinyCNN(nn.Module):
 
 
 @register_backbone("tiny_cnn", description="4-layer CNN (0.1M params, 128-d), CI stand-in",
-                   has_pretrained=False, tiny=True)
+                   has_pretrained=False, tiny=True, display_name="tiny CNN",
+                   stands_in_for="efficientnet_b0", table_rank=11)
 def tiny_cnn(pretrained: bool = False, image_size: int | None = None, **kw) -> Backbone:
     m = TinyCNN(**kw)
     return Backbone(m, name="tiny_cnn", num_features=m.num_features, in_chans=m.in_chans,
@@ -47,7 +48,8 @@ def tiny_cnn(pretrained: bool = False, image_size: int | None = None, **kw) -> B
 
 @register_backbone("tiny_resnet", description="ResNet with one BasicBlock per stage, widths "
                    "16-128 (0.7M params, 128-d), timm; CI stand-in for ResNet-50",
-                   has_pretrained=False, tiny=True)
+                   has_pretrained=False, tiny=True, display_name="tiny ResNet",
+                   stands_in_for="resnet50", table_rank=12)
 def tiny_resnet(pretrained: bool = False, image_size: int | None = None, **kw) -> Backbone:
     from timm.models.resnet import BasicBlock, ResNet
 
@@ -63,7 +65,8 @@ def tiny_resnet(pretrained: bool = False, image_size: int | None = None, **kw) -
 
 @register_backbone("tiny_vit", description="ViT with 8-px patches, width 64, depth 2, 2 heads "
                    "(0.1M params, 64-d), timm; CI stand-in for ViT-B/16",
-                   has_pretrained=False, tiny=True)
+                   has_pretrained=False, tiny=True, display_name="tiny ViT",
+                   stands_in_for="vit_base_patch16_224", table_rank=10)
 def tiny_vit(pretrained: bool = False, image_size: int | None = None, **kw) -> Backbone:
     from timm.models.vision_transformer import VisionTransformer
 

@@ -57,7 +57,8 @@ def _fetch(weights: str) -> None:
 
 
 @register_backbone("xrv_densenet121", description="DenseNet-121 (7M params, 1024-d) "
-                   "pretrained on 8 CXR data sets, torchxrayvision", weights_source="CXR")
+                   "pretrained on 8 CXR data sets, torchxrayvision", weights_source="CXR",
+                   display_name="DenseNet-121 (XRV)", table_rank=3)
 def xrv_densenet121(pretrained: bool = False, image_size: int | None = None, **kw) -> Backbone:
     try:
         import torchxrayvision as xrv

@@ -8,10 +8,12 @@ source with train / val / test splits, and target data sets used for evaluation 
     res = run_study("configs/study_ci.yaml", out="results/study_ci")
     seed000_table(res.results, label_space="nih14", threshold="fixed0.5")
 
-The three methods of seed 000, plus the control arm it lacked:
+A study's *arms* are methods of the registry (:mod:`cxrlab.methods`), each with its display
+name and its way of being scored (``Algorithm.scoring``); the tables and figures take every
+name from there. The three methods of seed 000, plus the control arm it lacked:
 
 * ``bce_probe`` -- frozen backbone, embeddings computed once and cached on disk
-  (:mod:`cxrlab.embeddings`), a linear head trained with masked BCE (:mod:`cxrlab.probe`).
+  (:mod:`cxrlab.probe.embeddings`), a linear head trained with masked BCE (:mod:`cxrlab.probe`).
 * ``bce_finetune`` -- backbone and head trained end to end with BCE by the engine
   (:func:`cxrlab.engine.fit`), the *same budget* (epochs, batch size, augmentations) as SupCon.
   Without it, "SupCon beats the frozen BCE probe" mixes two causes: the loss, and the fact that
@@ -38,24 +40,25 @@ atomically), ``per_label.csv`` and ``predictions.npz``; a finished unit is skipp
 run; a unit killed in training continues from its engine checkpoint ``checkpoints/<unit>/``.
 
 The package, one job per module: :mod:`~cxrlab.study.config` (what runs),
-:mod:`~cxrlab.study.data` (the resolved protocol), :mod:`~cxrlab.study.evaluate` (scoring one
+:mod:`~cxrlab.study.sets` (the resolved protocol), :mod:`~cxrlab.study.scoring` (scoring one
 model), :mod:`~cxrlab.study.runner` (the units and the study), :mod:`~cxrlab.study.result`
-(reading a study back), :mod:`~cxrlab.study.tables` and :mod:`~cxrlab.study.report`.
+(reading a study back), :mod:`~cxrlab.study.tables`, :mod:`~cxrlab.study.plots` (figures) and
+:mod:`~cxrlab.study.report`.
 """
-from cxrlab.study.config import (METHODS, THRESHOLDS, StudyConfig, StudyError, load_study_config,
-                                 mask_labels)
-from cxrlab.study.data import StudyData, load_study_data, source_undefined_labels, synthetic_cache
-from cxrlab.study.evaluate import evaluate_predictions
+from cxrlab.study.config import (THRESHOLDS, Arm, StudyConfig, StudyError, load_study_config,
+                                 mask_labels, study_arms)
+from cxrlab.study.sets import StudyData, load_study_data, source_undefined_labels, synthetic_cache
+from cxrlab.study.scoring import evaluate_predictions
 from cxrlab.study.report import report, study_markdown, write_study_figures
 from cxrlab.study.result import STUDY_KIND, StudyResult, load_study
 from cxrlab.study.runner import UNIT_VERSION, Unit, run_probe_study, run_study
-from cxrlab.study.tables import (METRIC_NAMES, MODEL_NAMES, RESULT_COLUMNS, SETTING_NAMES,
-                                 STAND_INS, compare_with_published, markdown_table,
+from cxrlab.study.tables import (METRIC_NAMES, RESULT_COLUMNS, compare_with_published,
+                                 markdown_table, method_order, setting_names,
                                  published_cohen2020_table, published_seed000_table,
                                  seed000_table, summarise, unit_summary)
 
 __all__ = [
-    "METHODS", "THRESHOLDS", "SETTING_NAMES", "MODEL_NAMES", "STAND_INS", "METRIC_NAMES",
+    "THRESHOLDS", "METRIC_NAMES", "Arm", "study_arms", "method_order", "setting_names",
     "StudyConfig", "StudyError", "StudyResult", "StudyData", "Unit", "RESULT_COLUMNS",
     "STUDY_KIND", "UNIT_VERSION", "load_study_config", "load_study_data", "mask_labels",
     "run_study", "run_probe_study", "evaluate_predictions", "write_study_figures",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,15 +11,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from cxrlab.errors import CxrlabError, MissingInputError
 from cxrlab.labels import ALL_LABELS, NIH14, defined_labels, get_label_space
 
-#: methods a study can run, in the order of seed 000's table (then the control arm)
-METHODS = ("bce_probe", "supcon", "bce_finetune")
 #: threshold kinds reported for F1: the fixed 0.5, and per-label F1-optimal on source val
 THRESHOLDS = ("fixed0.5", "tuned_source_val")
 
 
-class StudyError(ValueError):
+class StudyError(CxrlabError, ValueError):
     """A study config is invalid, or an output folder holds a different study."""
 
 
@@ -27,7 +27,7 @@ class StudyConfig:
     """What a study runs. Load from YAML with :func:`load_study_config`; ``None`` = the profile's
     value. Unknown keys are refused.
 
-    protocol: a protocol name (``cxrlab/protocols/<name>.yaml``: ``synthetic``,
+    protocol: a protocol name (``cxrlab/data/protocols/<name>.yaml``: ``synthetic``,
         ``mimic_to_nih``, ``chexpert_to_nih``), a YAML path, or an inline mapping.
     target_split: override every target's split (``train|val|test|all``). Target images are
         never used for training, thresholds or selection, so ``all`` is honest and gives
@@ -36,15 +36,19 @@ class StudyConfig:
         ``mimic``: the 7 NIH labels MIMIC-CXR does not define. On the synthetic hospitals
         (which draw all 14) this emulates a MIMIC-like source, to show the 14-label pitfall.
     label_spaces: evaluated label spaces (default: the protocol's, then its pitfall space).
-    methods, backbones, seeds: the grid (subset of :data:`METHODS`; backbone names of
-        :mod:`cxrlab.models`).
+    methods: the study's *arms*, in table order: a registered method name
+        (:data:`cxrlab.methods.ALGORITHMS`), or a mapping ``{name, method, hparams, display}``
+        to run one method several ways, e.g. ``{name: rrr_periphery, method: rrr,
+        hparams: {mask: lung_periphery}}`` (see :class:`Arm`).
+    backbones, seeds: the rest of the grid (backbone names of :mod:`cxrlab.models`).
     pretrained, weights: ImageNet weights (profile), or local weight files per backbone.
     synthetic: ``{n_per_hospital, image_size, seed, shortcut}`` of the synthetic cache when the
         protocol reads one (default: the profile's sizes, seed 0, no shortcut).
     caches: member or cache name -> folder (overrides the protocol's cache locations).
     epochs: probe epochs; finetune_epochs: the budget of *both* ``bce_finetune`` and
         ``supcon``; batch_size, lr: of the engine runs; probe_*: of the linear probe.
-    hparams: per-method hyper-parameters (``cxrlab.methods``), e.g. ``{supcon: {temperature: 0.1}}``.
+    hparams: per-method hyper-parameters (``cxrlab.methods``), e.g. ``{supcon: {temperature: 0.1}}``;
+        they apply to every arm of that method, and an arm's own ``hparams`` override them.
     bootstrap: resamples for the 95 % intervals (0: none); bootstrap_unit: ``patient`` or ``image``.
     """
 
@@ -54,7 +58,7 @@ class StudyConfig:
     target_split: str | None = None
     mask_source_labels: Any = ()
     label_spaces: tuple | None = None
-    methods: tuple[str, ...] = ("bce_probe",)
+    methods: tuple = ("bce_probe",)
     backbones: tuple[str, ...] | None = None
     seeds: tuple[int, ...] | None = None
     pretrained: bool | None = None
@@ -78,6 +82,79 @@ class StudyConfig:
 
     def as_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self), default=_json_default))
+
+    def arms(self) -> list["Arm"]:
+        """The study's arms, in table order (see :func:`study_arms`)."""
+        return study_arms(self)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row group of a study's tables: a registered method run with some hyper-parameters.
+
+    ``name`` keys the units and the results (column ``method``); ``method`` is the registry name
+    (column ``algorithm``); ``display`` is the table row name (column ``setting``).
+    """
+
+    name: str
+    method: str
+    hparams: dict
+    display: str
+
+    @property
+    def algorithm(self):
+        """The registered :class:`~cxrlab.methods.base.Algorithm` class."""
+        from cxrlab.methods import get_algorithm
+
+        return get_algorithm(self.method)
+
+
+_ARM_KEYS = {"name", "method", "hparams", "display"}
+
+
+def study_arms(cfg: "StudyConfig", where: str = "study config") -> list[Arm]:
+    """Resolve ``cfg.methods`` into :class:`Arm` objects, checking every name against the
+    registry (an unknown method lists the registered ones)."""
+    from cxrlab.methods import ALGORITHMS
+
+    arms = []
+    for entry in cfg.methods:
+        if isinstance(entry, str):
+            entry = {"name": entry, "method": entry}
+        if not isinstance(entry, Mapping):
+            raise StudyError(f"{where}: each entry of 'methods' is a method name or a mapping "
+                             f"{{name, method, hparams}}; got {entry!r}")
+        unknown = sorted(set(entry) - _ARM_KEYS)
+        if unknown:
+            raise StudyError(f"{where}: methods entry {dict(entry)!r}: unknown key(s) {unknown}; "
+                             f"allowed {sorted(_ARM_KEYS)}")
+        method = entry.get("method", entry.get("name"))
+        name = entry.get("name", method)
+        if not isinstance(method, str) or not isinstance(name, str) or not name:
+            raise StudyError(f"{where}: methods entry {dict(entry)!r} needs a 'method' (a "
+                             "registered method name) and a 'name'")
+        if method not in ALGORITHMS:
+            import difflib
+
+            close = difflib.get_close_matches(method, list(ALGORITHMS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise StudyError(f"{where}: unknown method {method!r}{hint}; registered methods: "
+                             f"{list(ALGORITHMS)}")
+        own = entry.get("hparams") or {}
+        if not isinstance(own, Mapping):
+            raise StudyError(f"{where}: hparams of arm {name!r} must be a mapping, got {own!r}")
+        hp = {**cfg.hparams.get(method, {}), **own}
+        cls = ALGORITHMS[method]
+        cls.resolve_hparams(hp)  # unknown names raise HParamError
+        display = entry.get("display") or (cls.display_name if name == method
+                                           else f"{cls.display_name} ({name})")
+        arms.append(Arm(name=name, method=method, hparams=hp, display=str(display)))
+    names = [a.name for a in arms]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise StudyError(f"{where}: arm name(s) {dupes} appear twice in 'methods'; give each "
+                         "arm its own 'name'")
+    return arms
 
 
 _SYNTH_KEYS = {"n_per_hospital", "image_size", "seed", "shortcut"}
@@ -125,7 +202,7 @@ def load_study_config(config: str | os.PathLike | Mapping | StudyConfig) -> Stud
 
         p = Path(config).expanduser()
         if not p.exists():
-            raise FileNotFoundError(f"study config {p} does not exist (see configs/study_ci.yaml "
+            raise MissingInputError(f"study config {p} does not exist (see configs/study_ci.yaml "
                                     "for an example)")
         where = f"study config {p.name}"
         try:
@@ -146,9 +223,12 @@ def load_study_config(config: str | os.PathLike | Mapping | StudyConfig) -> Stud
         raise StudyError(f"{where}: unknown key(s) {', '.join(hints)}; allowed keys are "
                          f"{sorted(allowed)}")
     kw = dict(raw)
-    for key in ("methods", "backbones"):
-        if key in kw:
-            kw[key] = _as_tuple(kw[key], key)
+    if "methods" in kw:
+        m = kw["methods"]
+        kw["methods"] = (tuple(m) if isinstance(m, (list, tuple)) and any(
+            isinstance(x, Mapping) for x in m) else _as_tuple(m, "methods"))
+    if "backbones" in kw:
+        kw["backbones"] = _as_tuple(kw["backbones"], "backbones")
     if "seeds" in kw:
         kw["seeds"] = _as_tuple(kw["seeds"], "seeds", int)
     if kw.get("label_spaces") is not None:
@@ -173,22 +253,18 @@ def load_study_config(config: str | os.PathLike | Mapping | StudyConfig) -> Stud
 def _check_config(cfg: StudyConfig, where: str) -> None:
     from cxrlab.methods import ALGORITHMS
 
+    _check_values(cfg, where)
     if not cfg.methods:
-        raise StudyError(f"{where}: 'methods' is empty; choose from {list(METHODS)}")
-    bad = [m for m in cfg.methods if m not in METHODS]
-    if bad:
-        raise StudyError(f"{where}: unknown method(s) {bad}; a study runs {list(METHODS)}")
-    missing = [m for m in cfg.methods if m not in ALGORITHMS and m != "bce_probe"]
-    if missing:
-        raise StudyError(f"{where}: method(s) {missing} are not registered in cxrlab.methods")
-    unknown_hp = sorted(set(cfg.hparams) - set(cfg.methods) - set(METHODS))
+        raise StudyError(f"{where}: 'methods' is empty; choose from {list(ALGORITHMS)}")
+    unknown_hp = sorted(set(cfg.hparams) - set(ALGORITHMS))
     if unknown_hp:
-        raise StudyError(f"{where}: hparams for unknown method(s) {unknown_hp}")
+        raise StudyError(f"{where}: hparams for unknown method(s) {unknown_hp}; registered "
+                         f"methods: {list(ALGORITHMS)}")
     for m, hp in cfg.hparams.items():
         if not isinstance(hp, dict):
             raise StudyError(f"{where}: hparams[{m!r}] must be a mapping")
-        if m in ALGORITHMS and m != "bce_probe":
-            ALGORITHMS[m].resolve_hparams(hp)  # unknown names raise HParamError
+        ALGORITHMS[m].resolve_hparams(hp)  # unknown names raise HParamError
+    study_arms(cfg, where)
     if cfg.seeds is not None and (not cfg.seeds or any(s < 0 for s in cfg.seeds)):
         raise StudyError(f"{where}: seeds must be non-negative integers, got {cfg.seeds}")
     if cfg.target_split not in (None, "train", "val", "test", "all"):
@@ -205,7 +281,7 @@ def _check_config(cfg: StudyConfig, where: str) -> None:
                          f"{sorted(_SYNTH_KEYS)}")
     for k in ("epochs", "finetune_epochs", "batch_size", "probe_epochs", "probe_batch_size"):
         v = getattr(cfg, k)
-        if v is not None and (not isinstance(v, int) or v < 1):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise StudyError(f"{where}: {k} must be a positive integer, got {v!r}")
     if cfg.label_spaces is not None:
         for ls in cfg.label_spaces:
@@ -214,6 +290,42 @@ def _check_config(cfg: StudyConfig, where: str) -> None:
             except KeyError as e:
                 raise StudyError(f"{where}: label_spaces: {e.args[0]}") from None
     mask_labels(cfg.mask_source_labels)  # validates
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_values(cfg: StudyConfig, where: str) -> None:
+    """Types and ranges of the scalar settings (a YAML typo fails here, before any data loads)."""
+    for k in ("lr", "probe_lr"):
+        v = getattr(cfg, k)
+        if v is not None and not (_is_number(v) and v > 0):
+            raise StudyError(f"{where}: {k} must be a number > 0 (e.g. 1e-3), got {v!r}; leave it "
+                             "out to use the profile's")
+    for k in ("weight_decay", "probe_weight_decay"):
+        v = getattr(cfg, k)
+        if not (_is_number(v) and v >= 0):
+            raise StudyError(f"{where}: {k} must be a number >= 0, got {v!r}")
+    if cfg.bootstrap is not None and (not isinstance(cfg.bootstrap, int)
+                                      or isinstance(cfg.bootstrap, bool)):
+        raise StudyError(f"{where}: bootstrap must be an integer (0 for no intervals, or the "
+                         f"number of resamples, e.g. 1000), got {cfg.bootstrap!r}")
+    if not isinstance(cfg.embed_batch_size, int) or isinstance(cfg.embed_batch_size, bool) \
+            or cfg.embed_batch_size < 1:
+        raise StudyError(f"{where}: embed_batch_size must be a positive integer, got "
+                         f"{cfg.embed_batch_size!r}")
+    if cfg.pretrained is not None and not isinstance(cfg.pretrained, bool):
+        raise StudyError(f"{where}: pretrained must be true or false (unquoted), got "
+                         f"{cfg.pretrained!r}")
+    if cfg.probe_pos_weight not in (None, "balanced"):
+        raise StudyError(f"{where}: probe_pos_weight must be 'balanced' or left out, got "
+                         f"{cfg.probe_pos_weight!r}")
+    for k in ("name", "description"):
+        if not isinstance(getattr(cfg, k), str):
+            raise StudyError(f"{where}: {k} must be text, got {getattr(cfg, k)!r}")
+    if not cfg.name.strip():
+        raise StudyError(f"{where}: name must not be empty")
 
 
 def mask_labels(spec) -> tuple[str, ...]:

@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 
 from cxrlab.io import atomic_path, atomic_to_csv, atomic_write_json, atomic_write_text
-from cxrlab.study.config import (StudyConfig, StudyError, _check_config, _json_default,
+from cxrlab.study.config import (Arm, StudyConfig, StudyError, _check_config, _json_default,
                                  _label_space_names, _space_key, load_study_config)
-from cxrlab.study.data import StudyData, load_study_data, source_undefined_labels
-from cxrlab.study.evaluate import evaluate_predictions
+from cxrlab.study.sets import StudyData, load_study_data, source_undefined_labels
+from cxrlab.study.scoring import evaluate_predictions
 from cxrlab.study.report import study_markdown, write_study_figures
 from cxrlab.study.result import STUDY_KIND, StudyResult
-from cxrlab.study.tables import MODEL_NAMES, RESULT_COLUMNS, SETTING_NAMES, summarise
+from cxrlab.study.safety import check_not_fewer
+from cxrlab.study.tables import RESULT_COLUMNS, summarise
 
 #: part of every unit's config hash: bump it when what a unit stores changes meaning, so that
 #: units written before are seen as another configuration (see _Runner.is_complete)
@@ -28,7 +29,8 @@ UNIT_VERSION = 1
 
 @dataclass(frozen=True)
 class Unit:
-    """One (method, backbone, seed) run of a study."""
+    """One (arm, backbone, seed) run of a study; ``method`` is the arm's name (see
+    :class:`~cxrlab.study.config.Arm`)."""
 
     method: str
     backbone: str
@@ -44,7 +46,7 @@ class _Runner:
 
     def __init__(self, cfg: StudyConfig, profile, data: StudyData, out: Path, overwrite: bool,
                  verbose: bool):
-        from cxrlab.config import resolve_device
+        from cxrlab.profiles import resolve_device
 
         self.cfg, self.profile, self.data, self.out = cfg, profile, data, out
         self.overwrite, self.verbose = overwrite, verbose
@@ -68,16 +70,19 @@ class _Runner:
         }
         self.embedding_dir = Path(profile.checkpoint_dir).expanduser() / "embeddings"
         self.source_defined = data.source_defined()
+        self.arms = {a.name: a for a in cfg.arms()}
 
     # ------------------------------------------------------------------ identity
     def unit_config(self, unit: Unit) -> dict:
-        hp = self.cfg.hparams.get(unit.method, {})
+        arm = self.arms[unit.method]
         weights = self.cfg.weights.get(unit.backbone)
         d = {"version": UNIT_VERSION, "method": unit.method, "backbone": unit.backbone,
-             "seed": unit.seed, "settings": self.settings, "hparams": hp,
+             "seed": unit.seed, "settings": self.settings, "hparams": arm.hparams,
              "weights": None if weights is None else str(weights),
              "data": self.data.fingerprint()}
-        if unit.method == "bce_probe":  # no engine run: its budget does not enter
+        if arm.method != arm.name:
+            d["algorithm"] = arm.method
+        if arm.algorithm.scoring == "embed_probe":  # no engine run: its budget does not enter
             d["settings"] = {k: v for k, v in self.settings.items()
                              if k not in ("finetune_epochs", "batch_size", "lr", "weight_decay")}
         return json.loads(json.dumps(d, default=_json_default))
@@ -109,7 +114,8 @@ class _Runner:
         raise StudyError(
             f"{self.out.name}/units/{unit.name} holds results of a different configuration "
             f"(differences: {'; '.join(diffs[:4]) or 'unknown'}). Write this study to another "
-            f"--out folder, delete that unit folder, or pass overwrite=True to recompute.")
+            f"--out folder, delete that unit folder, or pass --overwrite (overwrite=True) to "
+            "recompute.")
 
     # ------------------------------------------------------------------ models
     def backbone(self, unit: Unit):
@@ -120,25 +126,37 @@ class _Runner:
                                weights=self.cfg.weights.get(unit.backbone), image_size=size,
                                seed=unit.seed)
 
-    def _arrays(self, name: str, with_labels: bool = True):
-        """Images (+ labels) of a set for the engine: in memory when small, else a Dataset."""
+    def _arrays(self, name: str, needs: Sequence[str] = ()):
+        """Images, labels (and the masks in ``needs``) of a set for the engine: in memory when
+        small, else a Dataset."""
         import torch
 
         s = self.data.sets[name]
         y = torch.from_numpy(self.data.labels(name))
+        with_masks = bool(set(needs) & {"lung_mask", "lesion_mask"})
+        if with_masks and (s.cache.lung_masks is None or s.cache.lesion_masks is None):
+            raise StudyError(f"a method of this study needs lung and lesion masks, but the "
+                             f"cache of {name!r} ({s.cache.path}) has none; use the synthetic "
+                             "hospitals or add masks (cxrlab data lungmasks ...)")
         if len(s.rows) * s.cache.image_size ** 2 <= (1 << 30):
             from cxrlab.data.dataset import load_arrays
 
             images, _ = load_arrays(s.cache, s.rows, list(self.data.train_labels))
-            return (images, y)
+            if not with_masks:
+                return (images, y)
+            rows = np.asarray(s.rows, dtype=np.int64)
+            return {"image": images, "labels": y, "row": torch.from_numpy(rows),
+                    "lung_mask": torch.from_numpy(np.asarray(s.cache.lung_masks[rows]))[:, None],
+                    "lesion_mask": torch.from_numpy(
+                        np.asarray(s.cache.lesion_masks[rows]).astype(np.int32))[:, None]}
         from cxrlab.data.dataset import CacheDataset
 
-        ds = CacheDataset(s.cache, s.rows, list(self.data.train_labels))
+        ds = CacheDataset(s.cache, s.rows, list(self.data.train_labels), with_masks=with_masks)
         ds.labels = y  # the source's masked labels
         return ds
 
     def embeddings(self, backbone, cache_dir) -> dict:
-        from cxrlab.embeddings import extract_embeddings
+        from cxrlab.probe.embeddings import extract_embeddings
 
         out = {}
         for name, s in self.data.sets.items():
@@ -173,15 +191,15 @@ class _Runner:
         info.update(extra)
         return scores
 
-    def fit(self, unit: Unit, method: str, backbone, monitor: bool):
+    def fit(self, unit: Unit, arm: Arm, backbone, monitor: bool):
         from cxrlab.engine import fit, make_val_fn
         from cxrlab.methods import create_algorithm
 
         st = self.settings
-        alg = create_algorithm(method, backbone, num_labels=len(self.data.train_labels),
-                               hparams=self.cfg.hparams.get(method), seed=unit.seed)
+        alg = create_algorithm(arm.method, backbone, num_labels=len(self.data.train_labels),
+                               hparams=arm.hparams, seed=unit.seed)
         val_fn = make_val_fn(self._arrays("val"), precision=self.precision) if monitor else None
-        result = fit(alg, self._arrays("train"), epochs=st["finetune_epochs"],
+        result = fit(alg, self._arrays("train", alg.needs), epochs=st["finetune_epochs"],
                      batch_size=min(st["batch_size"], len(self.data.sets["train"].rows)),
                      lr=st["lr"], weight_decay=st["weight_decay"], seed=unit.seed,
                      out_dir=self.out / "checkpoints" / unit.name, device=self.device,
@@ -203,18 +221,20 @@ class _Runner:
         info: dict[str, Any] = {}
         bb = self.backbone(unit)
         info["weights_id"] = bb.weights_id
-        if unit.method == "bce_probe":
+        arm = self.arms[unit.method]
+        scoring = arm.algorithm.scoring
+        if scoring == "embed_probe":
             scores = self.embed_and_probe(bb, self.embedding_dir, unit, info)
-        elif unit.method == "supcon":
-            alg, res = self.fit(unit, "supcon", bb, monitor=False)
+        elif scoring == "probe":
+            alg, res = self.fit(unit, arm, bb, monitor=False)
             info.update(_fit_info(res))
             scores = self.embed_and_probe(alg.encoder,
                                           self.out / "checkpoints" / unit.name / "embeddings",
                                           unit, info)
-        elif unit.method == "bce_finetune":
+        else:  # "predict"
             from cxrlab.engine import load_weights, predict_scores
 
-            alg, res = self.fit(unit, "bce_finetune", bb, monitor=True)
+            alg, res = self.fit(unit, arm, bb, monitor=True)
             info.update(_fit_info(res))
             if res.best_path is not None and Path(res.best_path).exists():
                 load_weights(alg, res.best_path)  # best epoch on source validation AUC
@@ -224,8 +244,6 @@ class _Runner:
                     continue
                 scores[name], _ = predict_scores(alg, self._arrays(name), precision=self.precision,
                                                  num_workers=self.profile.num_workers)
-        else:  # pragma: no cover - _check_config refuses other names
-            raise StudyError(f"unknown method {unit.method!r}")
         t_eval = time.perf_counter()
         names = list(self.data.train_labels)
         labels = {n: self.data.labels(n) for n in scores}
@@ -252,7 +270,9 @@ class _Runner:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **arrays)
         per_label = per_label.copy()
-        for col, val in (("method", unit.method), ("backbone", unit.backbone), ("seed", unit.seed)):
+        arm = self.arms[unit.method]
+        for col, val in (("method", unit.method), ("setting", arm.display),
+                         ("backbone", unit.backbone), ("seed", unit.seed)):
             per_label.insert(0, col, val)
         atomic_to_csv(per_label, udir / "per_label.csv")
         atomic_to_csv(thr_table, udir / "thresholds.csv")
@@ -284,7 +304,7 @@ def _dict_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def _resolve_profile(profile):
-    from cxrlab.config import Profile, get_profile
+    from cxrlab.profiles import Profile, get_profile
 
     return profile if isinstance(profile, Profile) else get_profile(profile)
 
@@ -310,11 +330,14 @@ def run_probe_study(config, out, profile=None, seeds: Sequence[int] | None = Non
     _check_config(cfg, "study config")
     prof = _resolve_profile(profile)
     out = Path(out).expanduser()
+    grid = [Unit(a.name, b, s) for a in cfg.arms()
+            for b in (cfg.backbones or prof.backbones) for s in (cfg.seeds or prof.seeds)]
+    check_not_fewer(out, [u.name for u in grid], cfg.name, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     data = load_study_data(cfg, prof, caches=caches, verbose=verbose)
     runner = _Runner(cfg, prof, data, out, overwrite, verbose)
-    grid = [Unit(m, b, s) for m in cfg.methods for b in (cfg.backbones or prof.backbones)
-            for s in (cfg.seeds or prof.seeds)]
+    from cxrlab.models import display_name
+
     unit_rows, long_rows, per_label = [], [], []
     for unit in grid:
         done = runner.is_complete(unit)
@@ -330,10 +353,11 @@ def run_probe_study(config, out, profile=None, seeds: Sequence[int] | None = Non
                           "seed": unit.seed, "status": status, "seconds": secs,
                           "seconds_computed": rec["info"].get("seconds"),
                           "weights": rec["info"].get("weights_id")})
+        arm = runner.arms[unit.method]
         for r in rec["rows"]:
-            long_rows.append({"study": cfg.name, "method": unit.method,
-                              "setting": SETTING_NAMES[unit.method], "backbone": unit.backbone,
-                              "model": MODEL_NAMES.get(unit.backbone, unit.backbone),
+            long_rows.append({"study": cfg.name, "method": unit.method, "algorithm": arm.method,
+                              "setting": arm.display, "backbone": unit.backbone,
+                              "model": display_name(unit.backbone),
                               "seed": unit.seed, **r, "synthetic": data.synthetic})
         per_label.append(pd.read_csv(runner.unit_dir(unit) / "per_label.csv"))
     results = pd.DataFrame(long_rows, columns=list(RESULT_COLUMNS))

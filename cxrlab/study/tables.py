@@ -9,20 +9,14 @@ import numpy as np
 import pandas as pd
 
 from cxrlab import metrics as M
-from cxrlab.study.config import METHODS, THRESHOLDS
+from cxrlab.errors import UnknownNameError
+from cxrlab.study.config import THRESHOLDS
 
-#: row names of seed 000's table
-SETTING_NAMES = {"bce_probe": "BCE linear probe", "supcon": "SupCon + linear probe",
-                 "bce_finetune": "BCE fine-tune (control)"}
-#: display names, in seed 000's row order (the tiny CI stand-ins after their real model)
-MODEL_NAMES = {"vit_base_patch16_224": "ViT-B/16", "efficientnet_b0": "EfficientNet-B0",
-               "resnet50": "ResNet-50", "xrv_densenet121": "DenseNet-121 (XRV)",
-               "tiny_vit": "tiny ViT", "tiny_cnn": "tiny CNN", "tiny_resnet": "tiny ResNet"}
-#: which real backbone each CI stand-in plays
-STAND_INS = {"tiny_vit": "ViT-B/16", "tiny_cnn": "EfficientNet-B0", "tiny_resnet": "ResNet-50"}
+# Method and backbone names shown in tables come from their registries (the arm's ``display``,
+# stored in the results' "setting" column; cxrlab.models.display_name), never from lists here.
 METRIC_NAMES = {"f1_micro": "F1 micro", "f1_macro": "F1 macro", "auc_macro": "AUC macro",
                 "map": "mAP"}
-RESULT_COLUMNS = ("study", "method", "setting", "backbone", "model", "seed", "domain", "role",
+RESULT_COLUMNS = ("study", "method", "algorithm", "setting", "backbone", "model", "seed", "domain", "role",
                   "label_space", "threshold", "metric", "value", "ci_lo", "ci_hi", "n_images",
                   "n_labels", "synthetic")
 
@@ -34,7 +28,7 @@ def summarise(results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     seeds: the mean and a t-interval over seeds, clipped to [0, 1] (``interval = "seeds"``;
     the per-seed bootstrap half-widths are averaged into ``boot_halfwidth``).
     """
-    keys = ["study", "method", "setting", "backbone", "model", "domain", "role", "label_space",
+    keys = ["study", "method", "algorithm", "setting", "backbone", "model", "domain", "role", "label_space",
             "threshold", "metric"]
     keys = [k for k in keys if k in results.columns]
     out = []
@@ -62,8 +56,22 @@ def summarise(results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
 
 
 def _model_order(backbones) -> list[str]:
-    order = list(MODEL_NAMES)
-    return sorted(backbones, key=lambda b: (order.index(b) if b in order else len(order), b))
+    from cxrlab.models import table_order
+
+    return table_order(backbones)
+
+
+def method_order(results: pd.DataFrame) -> list[str]:
+    """The arms of a study's table in the order the study config lists them (the order in
+    which they first appear in its results)."""
+    return list(dict.fromkeys(results["method"]))
+
+
+def setting_names(results: pd.DataFrame) -> dict[str, str]:
+    """Arm name -> its display name, from the results' "setting" column."""
+    if "setting" not in results.columns:
+        return {m: m for m in results["method"].unique()}
+    return dict(zip(results["method"], results["setting"]))
 
 
 def _default_domain(results: pd.DataFrame) -> str:
@@ -90,16 +98,18 @@ def seed000_table(results: pd.DataFrame, label_space: str = "shared7", domain: s
     sel = summ[(summ["domain"] == domain) & (summ["label_space"] == label_space)
                & (summ["threshold"] == threshold)]
     if sel.empty:
-        raise KeyError(f"no results for domain={domain!r}, label_space={label_space!r}, "
+        raise UnknownNameError(f"no results for domain={domain!r}, label_space={label_space!r}, "
                        f"threshold={threshold!r}; available: domains "
                        f"{sorted(summ['domain'].unique())}, label spaces "
                        f"{sorted(summ['label_space'].unique())}, thresholds {list(THRESHOLDS)}")
     rows = []
-    methods = [m for m in METHODS if m in set(sel["method"])]
-    for m in methods:
+    from cxrlab.models import display_name
+
+    names = setting_names(sel)
+    for m in method_order(sel):
         for b in _model_order(sel.loc[sel["method"] == m, "backbone"].unique()):
             g = sel[(sel["method"] == m) & (sel["backbone"] == b)].set_index("metric")
-            rec = {"setting": SETTING_NAMES[m], "model": MODEL_NAMES.get(b, b)}
+            rec = {"setting": names[m], "model": display_name(b)}
             for metric, col in METRIC_NAMES.items():
                 if metric not in g.index:
                     rec[col] = np.nan if numeric else "n/a"

@@ -1,7 +1,7 @@
 """Study protocols as data: which cache trains, which caches test, on which labels.
 
 A protocol is a small YAML file; the course's protocols ship with the package in
-``cxrlab/protocols/`` (see the files there; every key is
+``cxrlab/data/protocols/`` (see the files there; every key is
 documented below and unknown keys are refused)::
 
     name: mimic_to_nih

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from cxrlab.data.cache import SPLITS
+from cxrlab.errors import CxrlabError, MissingInputError, UnknownNameError
 from cxrlab.labels import get_label_space
 
 if TYPE_CHECKING:
@@ -22,10 +23,10 @@ TARGET_SPLITS = SPLITS + ("all",)
 LATERAL_VIEWS = ("LATERAL", "LL", "RL", "LAT", "LAO", "RAO", "SWIMMERS")
 
 # shipped as package data, so a pip install (Colab) finds them as well as a clone does
-_PACKAGED_PROTOCOLS = Path(__file__).resolve().parents[2] / "protocols"
+_PACKAGED_PROTOCOLS = Path(__file__).resolve().parent  # the YAML files beside this code
 
 
-class ProtocolError(ValueError):
+class ProtocolError(CxrlabError, ValueError):
     """A protocol file is malformed (unknown key, wrong type, dangling reference...)."""
 
 
@@ -90,7 +91,7 @@ class Protocol:
         for m in self.members:
             if m.name == name:
                 return m
-        raise KeyError(f"protocol {self.name!r} has no data set {name!r}; it has "
+        raise UnknownNameError(f"protocol {self.name!r} has no data set {name!r}; it has "
                        f"{[m.name for m in self.members]}")
 
     def cache_paths(self, data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
@@ -148,7 +149,7 @@ _SAMPLE_KEYS = {"n", "prevalence", "label", "seed"}
 
 def protocol_dirs() -> list[Path]:
     """Folders searched for ``<name>.yaml``, first match wins: ``$CXRLAB_PROTOCOLS``, your own
-    ``./configs/protocols``, then the protocols shipped with cxrlab (``cxrlab/protocols``)."""
+    ``./configs/protocols``, then the protocols shipped with cxrlab (``cxrlab/data/protocols``)."""
     dirs = []
     if os.environ.get("CXRLAB_PROTOCOLS"):
         dirs.append(Path(os.environ["CXRLAB_PROTOCOLS"]).expanduser())
@@ -179,12 +180,16 @@ def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
             cand = d / f"{name_or_path}.yaml"
             if cand.exists():
                 p = cand
+                packaged = _PACKAGED_PROTOCOLS / f"{name_or_path}.yaml"
+                if d != _PACKAGED_PROTOCOLS and packaged.exists():
+                    print(f"protocol {str(name_or_path)!r}: using {cand}, which overrides the "
+                          f"packaged {packaged}")
                 break
         else:
-            raise KeyError(f"no protocol called {str(name_or_path)!r}; known protocols are "
+            raise UnknownNameError(f"no protocol called {str(name_or_path)!r}; known protocols are "
                            f"{list_protocols()} (or pass the path of a YAML file)")
     if not p.exists():
-        raise FileNotFoundError(f"protocol file {p} does not exist")
+        raise MissingInputError(f"protocol file {p} does not exist")
     try:
         raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
@@ -290,6 +295,12 @@ def _member(raw, role: str, where: str, label_space: tuple[str, ...]) -> DataSpe
         kw["domain"] = tuple(doms)
     if raw.get("query") is not None:
         kw["query"] = _str(raw["query"], "query", where)
+        from cxrlab.data.protocols.query import QueryError, parse_query
+
+        try:  # syntax at load time: a query is data (a filter), never code
+            parse_query(kw["query"])
+        except QueryError as e:
+            raise ProtocolError(f"{where}: {e}") from None
     for k in ("frontal_only", "labeled_only", "one_per_patient"):
         if k in raw:
             kw[k] = _bool(raw[k], k, where)
@@ -356,7 +367,7 @@ def _sample(raw, role, where, label_space) -> SampleSpec:
 def _default_data_dir(data_dir) -> Path:
     if data_dir is not None:
         return Path(data_dir).expanduser()
-    from cxrlab.config import get_profile
+    from cxrlab.profiles import get_profile
 
     return Path(get_profile().data_dir).expanduser()
 

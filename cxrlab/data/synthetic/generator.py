@@ -95,22 +95,23 @@ class SynthBatch:
 
 
 def resolve_hospital(hospital: str | HospitalSpec, *, shortcut_label: str | None = None,
-                     prevalence: Mapping[str, float] | None = None) -> HospitalSpec:
+                     prevalence_factor: Mapping[str, float] | None = None) -> HospitalSpec:
     """The hospital's spec with optional overrides (checked: unknown labels raise KeyError).
 
-    ``prevalence`` multiplies the hospital's own prevalence factors, label by label.
+    ``prevalence_factor`` multiplies the hospital's own prevalence factors, label by label
+    (2.0 doubles the label's weight in the NIH prior; it does not set a rate).
     """
     spec = get_hospital(hospital)
     changes = {}
     if shortcut_label is not None:
         changes["shortcut_label"] = shortcut_label
-    if prevalence:
-        unknown = sorted(set(prevalence) - set(NIH14))
+    if prevalence_factor:
+        unknown = sorted(set(prevalence_factor) - set(NIH14))
         if unknown:
-            raise KeyError(f"unknown label name(s) {unknown} in prevalence; "
+            raise KeyError(f"unknown label name(s) {unknown} in prevalence_factor; "
                            f"known labels are {list(NIH14)}")
         factors = dict(spec.prevalence_factor)
-        for k, f in prevalence.items():
+        for k, f in prevalence_factor.items():
             factors[k] = factors.get(k, 1.0) * float(f)
         changes["prevalence_factor"] = factors
     return dataclasses.replace(spec, **changes) if changes else spec
@@ -134,15 +135,15 @@ def check_request(n: int, image_size: int, seed: int) -> None:
 def generate(hospital: str | HospitalSpec, n: int, image_size: int = 64, seed: int = 0,
              shortcut: bool = False, patient_offset: int = 0, *,
              shortcut_label: str | None = None,
-             prevalence: Mapping[str, float] | None = None) -> SynthBatch:
+             prevalence_factor: Mapping[str, float] | None = None) -> SynthBatch:
     """Draw ``n`` images of ``hospital`` (a name from :data:`HOSPITALS` or a spec).
 
     ``shortcut=True`` burns in the hospital's shortcut marker (a chest drain outside the
-    lungs) with its label-dependent rates; ``shortcut_label`` / ``prevalence`` override the
+    lungs) with its label-dependent rates; ``shortcut_label`` / ``prevalence_factor`` override the
     table for experiments. ``patient_offset`` shifts the patient numbers (to combine
     batches drawn with different seeds without id clashes).
     """
-    spec = resolve_hospital(hospital, shortcut_label=shortcut_label, prevalence=prevalence)
+    spec = resolve_hospital(hospital, shortcut_label=shortcut_label, prevalence_factor=prevalence_factor)
     check_request(n, image_size, seed)
     parts = [render_block(spec, int(seed), b, min(BLOCK, n - b * BLOCK), int(image_size),
                           bool(shortcut), int(patient_offset))

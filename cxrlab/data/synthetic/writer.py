@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlab.data.cache import Cache, CacheWriter
+from cxrlab.errors import NotAFolderError, OutputExistsError, UsageError
 from cxrlab.labels import NIH14
 from cxrlab.progress import progress
 
@@ -46,22 +47,22 @@ def write_synthetic_cache(out: str | os.PathLike, hospitals: Sequence[str] | Non
         names = [hospitals]
     specs = [get_hospital(h) for h in names]
     if len(set(names)) != len(names):
-        raise ValueError(f"hospital names repeat in {names}")
+        raise UsageError(f"hospital names repeat in {names}")
     if not specs:
-        raise ValueError("no hospitals given; pass at least one of " + ", ".join(HOSPITALS))
+        raise UsageError("no hospitals given; pass at least one of " + ", ".join(HOSPITALS))
     check_request(n_per_hospital, image_size, seed)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        raise UsageError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"cannot write a cache to {out}: it is a file, not a folder; "
+        raise NotAFolderError(f"cannot write a cache to {out}: it is a file, not a folder; "
                                  "pass a folder path (it will be created)")
     request = {"generator_version": GENERATOR_VERSION, "hospitals": names, "n_per_hospital": int(n_per_hospital),
                "image_size": int(image_size), "seed": int(seed), "shortcut": bool(shortcut),
                "params": {s.name: _jsonable(dataclasses.asdict(s)) for s in specs}}
     if (out / "meta.json").exists():
         if not overwrite:
-            raise FileExistsError(f"{out} already holds a cache; pass overwrite=True "
+            raise OutputExistsError(f"{out} already holds a cache; pass overwrite=True "
                                   "(`cxrlab data synth --overwrite`) to replace it, or choose "
                                   "another folder")
     resume = not overwrite and _same_request(out, request)

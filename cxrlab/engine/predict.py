@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cxrlab.engine.accel import autocast_context
-from cxrlab.engine.data import TensorBatches, as_batches, collate_dict
+from cxrlab.engine.batching import TensorBatches, as_batches, collate_dict
 from cxrlab.losses import masked_bce_with_logits
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 
 from cxrlab.plots import SHORT
+from cxrlab.study.tables import _model_order, method_order, setting_names
 
 _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
-_SHORT_METHOD = {"bce_probe": "BCE probe", "supcon": "SupCon", "bce_finetune": "fine-tune"}
 _METRIC = {"f1_micro": "F1 micro", "f1_macro": "F1 macro", "auc_macro": "AUC macro",
            "map": "mAP"}
 
@@ -50,15 +50,11 @@ def _domains(summary: pd.DataFrame) -> list[str]:
 
 
 def _models(summary: pd.DataFrame) -> list[str]:
-    from cxrlab.study.tables import _model_order
-
     return _model_order(summary["backbone"].unique())
 
 
 def _methods(summary: pd.DataFrame) -> list[str]:
-    from cxrlab.study import METHODS
-
-    return [m for m in METHODS if m in set(summary["method"])]
+    return method_order(summary)
 
 
 def _bars(ax, x, vals, lo, hi, width, color, label, hatch=None, alpha=0.85):
@@ -82,9 +78,9 @@ def _lookup(sel: pd.DataFrame, **where) -> tuple[float, float, float]:
 
 
 def _model_name(b: str) -> str:
-    from cxrlab.study import MODEL_NAMES
+    from cxrlab.models import display_name
 
-    return MODEL_NAMES.get(b, b)
+    return display_name(b)
 
 
 def plot_in_vs_out(summary: pd.DataFrame, metric: str = "auc_macro", label_space: str = "shared7",
@@ -112,7 +108,7 @@ def plot_in_vs_out(summary: pd.DataFrame, metric: str = "auc_macro", label_space
         ax.axvspan(-0.5, 0.5, color="0.92", zorder=0)  # the in-domain set
         ax.set_xticks(x)
         ax.set_xticklabels(doms, rotation=25, ha="right", fontsize=8)
-        ax.set_title(_setting(m), fontsize=9)
+        ax.set_title(_setting(sel, m), fontsize=9)
     axes[0, 0].set_ylabel(f"{_METRIC.get(metric, metric)} ({label_space})")
     lo = 0.3 if metric.startswith("auc") else 0.0
     axes[0, 0].set_ylim(lo, 1.0)
@@ -123,10 +119,19 @@ def plot_in_vs_out(summary: pd.DataFrame, metric: str = "auc_macro", label_space
     return fig
 
 
-def _setting(m: str) -> str:
-    from cxrlab.study import SETTING_NAMES
+def _setting(summary: pd.DataFrame, m: str) -> str:
+    return setting_names(summary).get(m, m)
 
-    return SETTING_NAMES.get(m, m)
+
+def _short(summary: pd.DataFrame, m: str) -> str:
+    """A few characters for arm ``m``: the method's short name from the registry (the arm's own
+    name when it is a variant of the method)."""
+    from cxrlab.methods import ALGORITHMS
+
+    alg = (dict(zip(summary["method"], summary["algorithm"])).get(m, m)
+           if "algorithm" in summary.columns else m)
+    cls = ALGORITHMS.get(alg)
+    return cls.short_name if cls is not None and alg == m else m
 
 
 def plot_thresholds(summary: pd.DataFrame, metric: str = "f1_macro", label_space: str = "shared7",
@@ -158,7 +163,7 @@ def plot_thresholds(summary: pd.DataFrame, metric: str = "f1_macro", label_space
     ax.set_ylabel(f"{_METRIC.get(metric, metric)} ({label_space})")
     ax.set_ylim(0, 1.0)
     ax.legend(fontsize=7, frameon=False, ncol=len(models), loc="upper right")
-    ax.set_title(f"{_tag(summary)}{_setting(method)}: fixed 0.5 (hatched) vs tuned on source "
+    ax.set_title(f"{_tag(summary)}{_setting(sel, method)}: fixed 0.5 (hatched) vs tuned on source "
                  f"validation (solid)", fontsize=9)
     fig.tight_layout()
     return fig
@@ -194,7 +199,7 @@ def plot_label_spaces(summary: pd.DataFrame, domain: str | None = None,
         if metric.startswith("auc"):
             ax.axhline(0.5, color="k", ls="--", lw=0.7)
         ax.set_xticks(x)
-        ax.set_xticklabels([f"{_model_name(b)}\n{_SHORT_METHOD.get(m, m)}" for m, b in pairs],
+        ax.set_xticklabels([f"{_model_name(b)}\n{_short(sel, m)}" for m, b in pairs],
                            fontsize=7)
         ax.set_ylabel(_METRIC.get(metric, metric))
         ax.set_ylim(0, 1.0)
@@ -245,7 +250,7 @@ def plot_per_label(per_label: pd.DataFrame, domain: str | None = None, method: s
     ax.set_ylabel(f"{metric.upper()} per label")
     ax.legend(fontsize=7, frameon=False, loc="upper right")
     note = "; * grey = never labelled at the source (cannot be learnt)" if undefined else ""
-    ax.set_title(f"{_tag(per_label)}{_setting(method)} at {domain}{note}", fontsize=9)
+    ax.set_title(f"{_tag(per_label)}{_setting(per_label, method)} at {domain}{note}", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -272,7 +277,7 @@ def plot_study_comparison(summary: pd.DataFrame, metric: str = "auc_macro",
             v = [_lookup(sel, method=m, backbone=b, domain=d) for d in doms]
             _bars(ax, x + (k - (len(pairs) - 1) / 2) * width, [a[0] for a in v],
                   [a[1] for a in v], [a[2] for a in v], width, _COLORS[k % 10],
-                  f"{_setting(m)}, {_model_name(b)}")
+                  f"{_setting(summary, m)}, {_model_name(b)}")
         if metric.startswith("auc"):
             ax.axhline(0.5, color="k", ls="--", lw=0.7)
             ax.set_ylim(0.3, 1.0)

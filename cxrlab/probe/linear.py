@@ -4,7 +4,7 @@ Two ways to train the same head, with the same schedule (same initialisation, sa
 order, same AdamW steps), so their results can be compared number for number:
 
 * :func:`train_linear_probe` (the fast way): embeddings are computed once
-  (:func:`cxrlab.embeddings.extract_embeddings`, cached on disk) and the head trains on those
+  (:func:`cxrlab.probe.extract_embeddings`, cached on disk) and the head trains on those
   tensors; ten epochs take a fraction of a second.
 * :func:`train_frozen_probe_epochs` (the seed project's way, kept as a baseline): every epoch
   sends every image through the frozen backbone again. The backbone does not change, so the
@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxrlab.errors import UsageError
 from cxrlab.losses import balanced_pos_weight, masked_bce_with_logits
+from cxrlab.metrics import masked_auc_macro
 from cxrlab.progress import progress
 
 
@@ -57,23 +59,6 @@ def fit_standardizer(emb: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor
     return emb.mean(0).float(), emb.std(0, unbiased=False).clamp(min=eps).float()
 
 
-def masked_auc_macro(y_true, y_score) -> float:
-    """Mean ROC AUC over the labels that have both classes among their labelled (non-NaN)
-    entries; NaN when no label qualifies. (The full metrics live in :mod:`cxrlab.metrics`.)"""
-    from sklearn.metrics import roc_auc_score
-
-    y_true, y_score = np.asarray(y_true, dtype=float), np.asarray(y_score, dtype=float)
-    if y_true.ndim == 1:
-        y_true, y_score = y_true[:, None], y_score[:, None]
-    aucs = []
-    for j in range(y_true.shape[1]):
-        m = ~np.isnan(y_true[:, j])
-        t = y_true[m, j]
-        if len(np.unique(t)) == 2:
-            aucs.append(roc_auc_score(t, y_score[m, j]))
-    return float(np.mean(aucs)) if aucs else float("nan")
-
-
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """One epoch's minibatches: a permutation of ``range(n)`` from ``generator``, cut in
     ``batch_size`` pieces. Both probe trainers draw their order from here."""
@@ -87,7 +72,7 @@ def _check_inputs(emb: torch.Tensor, y: torch.Tensor, what: str) -> tuple[torch.
     if y.ndim == 1:
         y = y[:, None]
     if emb.ndim != 2 or len(emb) != len(y):
-        raise ValueError(f"{what}: embeddings {tuple(emb.shape)} and labels {tuple(y.shape)} "
+        raise UsageError(f"{what}: embeddings {tuple(emb.shape)} and labels {tuple(y.shape)} "
                          "must be [n, D] and [n, L] with the same n")
     return emb, y
 
@@ -97,7 +82,7 @@ def _resolve_pos_weight(pos_weight, y: torch.Tensor):
         return None
     if isinstance(pos_weight, str):
         if pos_weight != "balanced":
-            raise ValueError(f"pos_weight must be None, 'balanced' or a tensor, got {pos_weight!r}")
+            raise UsageError(f"pos_weight must be None, 'balanced' or a tensor, got {pos_weight!r}")
         return balanced_pos_weight(y)
     return torch.as_tensor(pos_weight, dtype=torch.float32)
 
@@ -108,7 +93,7 @@ class _HeadTrainer:
     def __init__(self, probe: LinearProbe, y: torch.Tensor, *, epochs: int, lr: float,
                  weight_decay: float, batch_size: int, seed: int, pos_weight):
         if epochs < 1 or batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be positive, got {epochs}, {batch_size}")
+            raise UsageError(f"epochs and batch_size must be positive, got {epochs}, {batch_size}")
         self.probe, self.y = probe, y
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.pos_weight = _resolve_pos_weight(pos_weight, y)
@@ -235,9 +220,10 @@ def train_frozen_probe_epochs(backbone, cache, rows, labels, *, epochs: int = 10
 
     ``rows``: cache rows of the training images; ``labels``: [n, L] (NaN = not labelled).
     """
-    from cxrlab.config import resolve_device
+    from cxrlab.profiles import resolve_device
     from cxrlab.data.cache import Cache, open_cache
-    from cxrlab.embeddings import (autocast_context, compute_embeddings, effective_precision,
+    from cxrlab.engine.accel import autocast_context, effective_precision
+    from cxrlab.probe.embeddings import (compute_embeddings,
                                    read_images)
 
     cache = cache if isinstance(cache, Cache) else open_cache(cache)
@@ -245,9 +231,9 @@ def train_frozen_probe_epochs(backbone, cache, rows, labels, *, epochs: int = 10
     y = torch.as_tensor(labels, dtype=torch.float32)
     y = y[:, None] if y.ndim == 1 else y
     if len(y) != len(rows):
-        raise ValueError(f"{len(rows)} rows but {len(y)} label rows; pass one label row per image")
+        raise UsageError(f"{len(rows)} rows but {len(y)} label rows; pass one label row per image")
     device = resolve_device(device)
-    prec = effective_precision(precision, device)
+    prec = effective_precision(torch.device(device), precision)
     mean = std = None
     if standardize:
         mean, std = fit_standardizer(compute_embeddings(backbone, cache, rows, device=device,
@@ -264,7 +250,7 @@ def train_frozen_probe_epochs(backbone, cache, rows, labels, *, epochs: int = 10
             total = 0.0
             for idx in epoch_batches(len(rows), trainer.batch_size, trainer.generator):
                 x = read_images(cache.images, rows[idx.numpy()]).to(device)
-                with torch.no_grad(), autocast_context(device, prec):
+                with torch.no_grad(), autocast_context(torch.device(device), prec):
                     emb = backbone(backbone.normalize(x)).float().cpu()
                 total += trainer.step(emb, idx)
             probe.history.append({"epoch": epoch, "train_loss": total / max(1, len(rows))})

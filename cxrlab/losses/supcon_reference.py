@@ -1,6 +1,6 @@
 """SupCon written straight from the formula, one anchor at a time (the test oracle).
 
-This is deliberately the slow, obvious version of :class:`cxrlab.methods.supcon.SupConLoss`:
+This is deliberately the slow, obvious version of :class:`cxrlab.losses.supcon.SupConLoss`:
 Python loops over anchors, positive sets built from Python sets of label indices, and the
 log-softmax spelled out with the row maximum subtracted. It shares no code with the
 vectorised loss, so agreement between the two (``tests/test_supcon.py``) checks the

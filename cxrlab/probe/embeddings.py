@@ -16,7 +16,6 @@ memory map while the current one runs.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from cxrlab.data.cache import Cache, open_cache
+from cxrlab.engine.accel import autocast_context, effective_precision
 from cxrlab.io import atomic_torch_save
 from cxrlab.progress import progress
 
@@ -37,7 +37,7 @@ KEY_VERSION = 1
 def default_cache_dir() -> Path:
     """``<profile checkpoint_dir>/embeddings`` (override with ``cache_dir=`` or
     ``CXRLAB_CHECKPOINT_DIR``)."""
-    from cxrlab.config import get_profile
+    from cxrlab.profiles import get_profile
 
     return Path(get_profile().checkpoint_dir) / "embeddings"
 
@@ -53,13 +53,6 @@ def cache_fingerprint(cache: Cache) -> str:
         st = img.stat()
         h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
-
-
-def effective_precision(precision: str, device: str) -> str:
-    """bf16 autocast is used on CUDA only; elsewhere extraction runs in fp32."""
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    return "bf16" if precision == "bf16" and str(device).startswith("cuda") else "fp32"
 
 
 def embedding_key(backbone, cache: Cache, rows: np.ndarray,
@@ -91,13 +84,6 @@ def read_images(images: np.ndarray, rows: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(out)[:, None]
 
 
-def autocast_context(device: str, precision: str):
-    """bf16 autocast on CUDA when ``precision == 'bf16'``, else a no-op context."""
-    if precision == "bf16":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _device_of(module: torch.nn.Module) -> torch.device:
     p = next(module.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
@@ -119,7 +105,7 @@ def compute_embeddings(backbone, cache: Cache, rows: np.ndarray, batch_size: int
     out = torch.empty((n, backbone.num_features), dtype=torch.float32)
     starts = list(range(0, n, batch_size))
     try:
-        with ThreadPoolExecutor(max_workers=1) as pool, autocast_context(device, precision):
+        with ThreadPoolExecutor(max_workers=1) as pool, autocast_context(torch.device(device), precision):
             nxt = pool.submit(read_images, cache.images, rows[0:batch_size]) if n else None
             for start in progress(starts, desc=desc or f"embed {backbone.name}",
                                   total=len(starts), unit="batch"):
@@ -155,7 +141,7 @@ def extract_embeddings(backbone, cache, rows: Sequence[int] | None = None, batch
     return_info : also return ``{"hit": bool, "path": str | None, "seconds": float, "key": str,
         "fields": dict}``.
     """
-    from cxrlab.config import resolve_device
+    from cxrlab.profiles import resolve_device
 
     cache = cache if isinstance(cache, Cache) else open_cache(cache)
     rows = np.arange(len(cache), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -164,7 +150,7 @@ def extract_embeddings(backbone, cache, rows: Sequence[int] | None = None, batch
     if len(rows) and (rows.min() < 0 or rows.max() >= len(cache)):
         raise IndexError(f"rows {rows.min()}..{rows.max()} outside a cache of {len(cache)} images")
     device = resolve_device(device)
-    prec = effective_precision(precision, device)
+    prec = effective_precision(torch.device(device), precision)
     t0 = time.perf_counter()
     key, fields = embedding_key(backbone, cache, rows, prec)
     path = None
@@ -172,7 +158,14 @@ def extract_embeddings(backbone, cache, rows: Sequence[int] | None = None, batch
         folder = Path(cache_dir if cache_dir is not None else default_cache_dir())
         path = folder / f"{backbone.name}-{key}.pt"
         if path.exists():
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - truncated/corrupt: many types; recompute
+                import warnings
+
+                warnings.warn(f"embedding cache {path} is unreadable ({type(e).__name__}); "
+                              "recomputing it", stacklevel=2)
+                obj = None
             emb = obj.get("embeddings") if isinstance(obj, dict) else None
             if (isinstance(emb, torch.Tensor) and obj.get("fields") == fields
                     and tuple(emb.shape) == (len(rows), backbone.num_features)):
