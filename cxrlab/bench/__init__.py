@@ -20,6 +20,7 @@ GROUPS = {
     "probe": "cxrlab.bench.probe",
     "supcon": "cxrlab.bench.supcon",
     "resize": "cxrlab.bench.resize",
+    "cam": "cxrlab.bench.cam",
     "masking": "cxrlab.bench.masking",
 }
 

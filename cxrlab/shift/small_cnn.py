@@ -19,7 +19,7 @@ class SmallCNN(nn.Module):
     average pooling: about 40k weights at ``width=16``, seconds per epoch on a CPU at 64 px.
 
     It follows the :class:`cxrlab.models` backbone interface: ``forward(x_float) -> [B, D]``,
-    ``normalize(x_uint8) -> float``, ``num_features``, ``target_layer``.
+    ``normalize(x_uint8) -> float``, ``num_features`` (Grad-CAM layer: :mod:`cxrlab.explain.layers`).
     """
 
     def __init__(self, width: int = 16, in_chans: int = 1):
@@ -37,11 +37,6 @@ class SmallCNN(nn.Module):
                                       block(2 * w, 4 * w, True), block(4 * w, 4 * w, False))
         self.num_features = 4 * w
         self.name = "small_cnn"
-        self.reshape_transform = None
-
-    @property
-    def target_layer(self) -> nn.Module:
-        return self.features[-1]
 
     @staticmethod
     def normalize(x: torch.Tensor) -> torch.Tensor:

@@ -179,3 +179,36 @@ def _same_request(out: Path, request: dict) -> bool:
         return json.loads(f.read_text()) == json.loads(json.dumps(request, sort_keys=True))
     except (OSError, ValueError):
         return False
+
+
+def cache_shortcut_masks(cache: Cache, rows: Sequence[int], dilate: int = 1) -> np.ndarray:
+    """Shortcut (chest-drain) masks of synthetic cache rows: uint8 [len(rows), S, S].
+
+    Redrawn from the cache's own request (hospitals, seed, size, shortcut) by
+    :func:`~cxrlab.data.synthetic.generator.shortcut_masks`; all zeros for a cache written
+    without ``shortcut=True``. Raises ValueError for a cache that is not synthetic or was drawn
+    by another generator version (its drains could differ)."""
+    from .generator import shortcut_masks
+
+    meta = cache.meta
+    if not meta.get("synthetic"):
+        raise ValueError(f"{cache.path}: not a synthetic "
+                         "cache; only synthetic images have a known shortcut region")
+    if meta.get("generator_version") != GENERATOR_VERSION:
+        raise ValueError(f"cache drawn by generator version {meta.get('generator_version')}, "
+                         f"this is {GENERATOR_VERSION}: redraw it (ensure_synthetic_cache)")
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    n, size = int(meta["n_per_hospital"]), int(cache.image_size)
+    if rows.size and (rows.min() < 0 or rows.max() >= n * len(meta["hospitals"])):
+        raise IndexError(f"rows must lie in 0..{n * len(meta['hospitals']) - 1}")
+    out = np.zeros((len(rows), size, size), np.uint8)
+    h, within = rows // n, rows % n
+    b, q = within // BLOCK, within % BLOCK
+    for key in sorted(set(zip(h.tolist(), b.tolist()))):
+        sel = np.flatnonzero((h == key[0]) & (b == key[1]))
+        spec = get_hospital(meta["hospitals"][key[0]])
+        count = min(BLOCK, n - key[1] * BLOCK)
+        masks = shortcut_masks(spec, int(meta["seed"]), key[1], count, size,
+                               bool(meta["shortcut"]), dilate=dilate)
+        out[sel] = masks[q[sel]]
+    return out
