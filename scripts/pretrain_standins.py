@@ -98,6 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--warmup-steps", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="a smoke run: tiny corpus, 1 epoch")
     args = ap.parse_args(argv)
     if args.quick:
@@ -118,18 +119,21 @@ def main(argv=None) -> int:
     # hold out every 10th image for the validation AUC reported in the manifest
     val = np.arange(len(x)) % 10 == 0
     train = (x[~val], y[~val])
+    old = out / "manifest.json"
+    previous = json.loads(old.read_text()).get("models", {}) if old.exists() else {}
+    command = "python scripts/" + Path(__file__).name + " " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     manifest = {
         "what": "tiny stand-in backbones pre-trained with supervised multi-label BCE (14 NIH "
                 "findings) on synthetic pre-training hospitals that share no hospital, seed or "
                 "image with the course's four hospitals; the analogue of torchxrayvision's "
                 "multi-data-set CXR pre-training",
-        "command": "python scripts/" + Path(__file__).name + " " + " ".join(
-            shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "generator_version": GENERATOR_VERSION,
         "hospitals": [dataclasses.asdict(s) for s in pretraining_hospitals()],
         "seed_base": SEED_BASE, "n_images": int(len(x)), "n_train": int((~val).sum()),
-        "image_size": args.image_size, "epochs": args.epochs, "batch_size": args.batch_size,
-        "lr": args.lr, "method": "bce_finetune", "models": {},
+        "image_size": args.image_size, "method": "bce_finetune",
+        # models not trained by this call keep their entries (each says how it was made)
+        "models": {k: v for k, v in previous.items() if k not in args.models.split(",")},
     }
     for name in args.models.split(","):
         torch.manual_seed(0)
@@ -139,18 +143,20 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             res = fit(alg, train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=1e-4, seed=0, out_dir=tmp, device="cpu", verbose=True,
+                      warmup_steps=args.warmup_steps,
                       val_fn=make_val_fn((x[val], y[val])), monitor="auc_macro")
         state = {k: v.contiguous() for k, v in alg.backbone.model.state_dict().items()}
         path = out / f"{name}.safetensors"
         save_file(state, str(path))
         manifest["models"][name] = {
-            "file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size,
+            "command": command, "epochs": args.epochs, "batch_size": args.batch_size,
+            "lr": args.lr, "warmup_steps": args.warmup_steps, "file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size,
             "val_auc_macro": round(res.history[-1]["val_auc_macro"], 4),
             "history": [{k: round(v, 4) if isinstance(v, float) else v for k, v in h.items()}
                         for h in res.history],
         }
         print(f"{name}: val AUC {res.history[-1]['val_auc_macro']:.3f} -> {path}")
-    manifest["seconds"] = round(time.perf_counter() - t0, 1)
+    manifest["models"] = dict(sorted(manifest["models"].items()))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return 0
 

@@ -33,9 +33,51 @@ def test_unknown_name_suggests_close_ones():
     assert "tiny_vit" in str(e.value)  # lists the known names
 
 
-def test_tiny_backbones_have_no_published_weights():
-    with pytest.raises(ValueError, match="pretrained=False"):
-        create_backbone("tiny_cnn", pretrained=True)
+@pytest.mark.parametrize("name", ["tiny_cnn", "tiny_resnet", "tiny_vit"])
+def test_tiny_standins_load_their_shipped_pretrained_weights(name):
+    import torch
+
+    from cxrlab.models.standins import manifest
+
+    pre = create_backbone(name, pretrained=True, image_size=64)
+    rnd = create_backbone(name, pretrained=False, image_size=64)
+    assert pre.weights_id == f"standin:{manifest()['models'][name]['sha256'][:12]}"
+    assert rnd.weights_id.startswith("random-init")
+    x = torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        a, b = pre(pre.normalize(x)), rnd(rnd.normalize(x))
+    assert a.shape == b.shape and not torch.allclose(a, b)
+    # the manifest records how they were made, and what they reached on held-out images
+    m = manifest()
+    assert m["generator_version"] >= 2 and len(m["hospitals"]) >= 8
+    assert not {h["name"] for h in m["hospitals"]} & {"source", "target_nih", "target_old",
+                                                        "target_lowres"}
+    assert m["models"][name]["val_auc_macro"] > 0.7
+
+
+def test_standin_weights_are_checked_before_use(tmp_path, monkeypatch):
+    import shutil
+
+    from cxrlab.models import WeightsUnavailableError
+    from cxrlab.models import standins
+
+    bad = tmp_path / "standins"
+    shutil.copytree(standins.STANDIN_DIR, bad)
+    with open(bad / "tiny_cnn.safetensors", "r+b") as f:
+        f.truncate(1000)
+    monkeypatch.setattr(standins, "STANDIN_DIR", bad)
+    standins.manifest.cache_clear()
+    standins.standin_path.cache_clear()
+    try:
+        with pytest.raises(WeightsUnavailableError, match="does not match its manifest"):
+            create_backbone("tiny_cnn", pretrained=True)
+        (bad / "manifest.json").unlink()
+        standins.manifest.cache_clear()
+        with pytest.raises(WeightsUnavailableError, match="pretrained=False"):
+            create_backbone("tiny_vit", pretrained=True)
+    finally:
+        standins.manifest.cache_clear()
+        standins.standin_path.cache_clear()
 
 
 @pytest.mark.parametrize("name", list_backbones())

@@ -1,6 +1,8 @@
 """Tiny stand-ins for the ``ci`` profile: the same three families (plain CNN, ResNet, ViT) at a
-size that trains in seconds on a laptop CPU. They take 1-channel input (no replication) and
-have no published weights: random init, seeded by :func:`create_backbone`.
+size that trains in seconds on a laptop CPU. They take 1-channel input (no replication).
+``pretrained=True`` loads the weights shipped in :mod:`cxrlab.models.standins` (pre-trained on
+synthetic chest X-rays of other hospitals); otherwise random init, seeded by
+:func:`create_backbone`.
 
 Their normalisation (mean 0.5, std 0.25 on [0, 1] grayscale) is a convention of this course,
 not learnt statistics; it centres typical radiographs near zero.
@@ -11,6 +13,7 @@ from torch import nn
 
 from cxrlab.models.backbone import Backbone
 from cxrlab.models.registry import register_backbone
+from cxrlab.models.standins import STANDIN_SOURCE, load_standin
 from cxrlab.models.timm_backbones import vit_state_dict_filter, wrap_timm
 
 TINY_MEAN, TINY_STD = (0.5,), (0.25,)
@@ -37,18 +40,25 @@ class TinyCNN(nn.Module):
 
 
 @register_backbone("tiny_cnn", description="4-layer CNN (0.1M params, 128-d), CI stand-in",
-                   has_pretrained=False, tiny=True, display_name="tiny CNN",
+                   tiny=True, weights_source=STANDIN_SOURCE, display_name="tiny CNN",
                    stands_in_for="efficientnet_b0", table_rank=11)
 def tiny_cnn(pretrained: bool = False, image_size: int | None = None, **kw) -> Backbone:
     m = TinyCNN(**kw)
-    return Backbone(m, name="tiny_cnn", num_features=m.num_features, in_chans=m.in_chans,
-                    mean=TINY_MEAN * m.in_chans, std=TINY_STD * m.in_chans,
-                    input_size=image_size or 64)
+    bb = Backbone(m, name="tiny_cnn", num_features=m.num_features, in_chans=m.in_chans,
+                  mean=TINY_MEAN * m.in_chans, std=TINY_STD * m.in_chans,
+                  input_size=image_size or 64)
+    return _maybe_pretrained(bb, pretrained)
+
+
+def _maybe_pretrained(bb: Backbone, pretrained: bool) -> Backbone:
+    if pretrained:
+        load_standin(bb)
+    return bb
 
 
 @register_backbone("tiny_resnet", description="ResNet with one BasicBlock per stage, widths "
                    "16-128 (0.7M params, 128-d), timm; CI stand-in for ResNet-50",
-                   has_pretrained=False, tiny=True, display_name="tiny ResNet",
+                   tiny=True, weights_source=STANDIN_SOURCE, display_name="tiny ResNet",
                    stands_in_for="resnet50", table_rank=12)
 def tiny_resnet(pretrained: bool = False, image_size: int | None = None, **kw) -> Backbone:
     from timm.models.resnet import BasicBlock, ResNet
@@ -60,12 +70,13 @@ def tiny_resnet(pretrained: bool = False, image_size: int | None = None, **kw) -
                stem_width=16, output_stride=16, zero_init_last=False, **kw)
     m.pretrained_cfg = {"architecture": "tiny_resnet", "mean": TINY_MEAN * kw["in_chans"],
                         "std": TINY_STD * kw["in_chans"]}
-    return wrap_timm(m, "tiny_resnet", False, input_size=image_size or 64)
+    return _maybe_pretrained(wrap_timm(m, "tiny_resnet", False, input_size=image_size or 64),
+                             pretrained)
 
 
 @register_backbone("tiny_vit", description="ViT with 8-px patches, width 64, depth 2, 2 heads "
                    "(0.1M params, 64-d), timm; CI stand-in for ViT-B/16",
-                   has_pretrained=False, tiny=True, display_name="tiny ViT",
+                   tiny=True, weights_source=STANDIN_SOURCE, display_name="tiny ViT",
                    stands_in_for="vit_base_patch16_224", table_rank=10)
 def tiny_vit(pretrained: bool = False, image_size: int | None = None, **kw) -> Backbone:
     from timm.models.vision_transformer import VisionTransformer
@@ -78,6 +89,7 @@ def tiny_vit(pretrained: bool = False, image_size: int | None = None, **kw) -> B
                           num_classes=0, **kw)
     m.pretrained_cfg = {"architecture": "tiny_vit", "mean": TINY_MEAN * kw["in_chans"],
                         "std": TINY_STD * kw["in_chans"]}
-    return wrap_timm(m, "tiny_vit", False, input_size=size,
-                     fixed_input_size=not getattr(m, "dynamic_img_size", False),
-                     state_dict_filter=vit_state_dict_filter)
+    bb = wrap_timm(m, "tiny_vit", False, input_size=size,
+                   fixed_input_size=not getattr(m, "dynamic_img_size", False),
+                   state_dict_filter=vit_state_dict_filter)
+    return _maybe_pretrained(bb, pretrained)
