@@ -1,4 +1,4 @@
-"""Training methods (BCE, SupCon, RRR, ActDiff, ...), one module each; the registry lives in
+"""Training methods (BCE, SupCon, a softmax classifier, RRR, ActDiff, ...), one module each; the registry lives in
 ``registry.py``.
 
 Every method is an :class:`~cxrlab.methods.base.Algorithm` with one training interface, so
@@ -10,7 +10,7 @@ Every method is an :class:`~cxrlab.methods.base.Algorithm` with one training int
 from cxrlab.methods.base import SCORINGS, Algorithm, HParamError
 from cxrlab.methods.registry import ALGORITHMS, create_algorithm, get_algorithm, register_algorithm
 # the built-in methods, one module each; importing them registers them
-from cxrlab.methods import bce, supcon  # noqa: F401,E402
+from cxrlab.methods import bce, softmax, supcon  # noqa: F401,E402
 from cxrlab.methods.supcon import PretrainOnlyError
 
 __all__ = ["ALGORITHMS", "SCORINGS", "Algorithm", "HParamError", "PretrainOnlyError", "create_algorithm",
