@@ -106,7 +106,7 @@ def train_classifier(images, targets: torch.Tensor, *, method: str, names: Seque
 
 def train_small_cnn(images: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, *,
                     epochs: int = 8, seed: int = 0, lr: float = 3e-3, batch_size: int = 32,
-                    weight_decay: float = 1e-4, augment: str | bool = "light",
+                    weight_decay: float = 1e-4, augment: str | bool = "none",
                     val: tuple | None = None, label_names: Sequence[str] | None = None,
                     backbone: str | None = None, device: str = "cpu") -> ImageClassifier:
     """Train a small CNN with a linear multi-label head, from scratch, with masked BCE.
@@ -122,7 +122,9 @@ def train_small_cnn(images: torch.Tensor | np.ndarray, labels: torch.Tensor | np
         macro AUC on it is measured and the best epoch's weights are kept (model selection on
         source validation only; never pass target data here).
     augment: strength of :func:`cxrlab.augment.cxr_train_augment` ("none", "light", "default",
-        "strong"; ``True`` = "default", ``False`` = "none").
+        "strong"; ``True`` = "default", ``False`` = "none"). Off by default: its brightness,
+        contrast, gamma, noise and blur jitter would train away part of the very image shift
+        these measurements are about.
     backbone: a :func:`cxrlab.models.list_backbones` name, random init (``None``: ``"tiny_cnn"``).
 
     Returns the trained :class:`ImageClassifier`; ``model.history`` holds the per-epoch training

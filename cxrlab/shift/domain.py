@@ -66,7 +66,7 @@ def _handcrafted_features(img: np.ndarray, grid: int = 8) -> np.ndarray:
 def domain_classifier(cache: Cache, domains: Sequence[str] | None = None, seed: int = 0,
                       method: str = "cnn", *, max_per_domain: int | None = None,
                       epochs: int = 4, lr: float = 3e-3, batch_size: int = 32,
-                      augment: str | bool = "light", backbone: str | None = None,
+                      augment: str | bool = "none", backbone: str | None = None,
                       device: str = "cpu") -> DomainClassifierResult:
     """Train a classifier to predict *which hospital* an image comes from.
 
@@ -76,9 +76,9 @@ def domain_classifier(cache: Cache, domains: Sequence[str] | None = None, seed: 
 
     method: ``"cnn"`` (a registered backbone, ``"tiny_cnn"`` by default, with the registered
         ``"softmax_classifier"`` method: softmax over domains, trained by
-        :func:`cxrlab.engine.fit`, the epoch with the best val accuracy kept) or ``"logreg"`` (logistic
-        regression on hand-made features: intensity statistics, noise, a histogram and an 8x8
-        thumbnail; fast and interpretable).
+        :func:`cxrlab.engine.fit`, the epoch with the best val accuracy kept) or ``"logreg"``
+        (logistic regression on hand-made features: intensity statistics, noise, a histogram
+        and an 8x8 thumbnail; fast and interpretable).
     max_per_domain: cap on training images per domain (seeded sample; ``None`` = all).
     augment, backbone: for ``"cnn"``: augmentation strength (see
         :func:`cxrlab.shift.train_small_cnn`) and registered backbone name (``None``: ``"tiny_cnn"``).
