@@ -327,3 +327,21 @@ def test_registry_lookup_and_errors():
         assert issubclass(Dummy, Algorithm)
     finally:
         ALGORITHMS.pop("engine_test_dummy")
+
+
+def test_fit_config_object_is_checked_on_creation_and_equals_keyword_arguments(tmp_path):
+    from cxrlab.engine import FitConfig
+
+    for bad, match in (({"epochs": 0}, "epochs"), ({"lr": float("nan")}, "lr"),
+                       ({"lr": -1.0}, "lr"), ({"weight_decay": -5}, "weight_decay"),
+                       ({"schedule": "step"}, "schedule"), ({"monitor_mode": "up"}, "monitor_mode")):
+        with pytest.raises(ValueError, match=match):
+            FitConfig(**{"epochs": 1, "batch_size": 8, "lr": 1e-3, "out_dir": tmp_path, **bad})
+    data = tensor_data(32)
+    cfg = FitConfig(epochs=2, batch_size=16, lr=3e-3, seed=1, out_dir=tmp_path / "a",
+                    device="cpu", verbose=False, log_every=3)
+    a = fit(tiny_alg(), data, cfg)
+    b = small_fit(tiny_alg(), data, tmp_path / "b")
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    c = fit(tiny_alg(), data, cfg, out_dir=tmp_path / "c", lr=1e-4)  # keyword overrides
+    assert c.config["lr"] == 1e-4 and c.history[0]["loss"] != a.history[0]["loss"]

@@ -1,6 +1,6 @@
 """The training engine: one loop (:func:`fit`) for every method in :mod:`cxrlab.methods`.
 
-* :mod:`~cxrlab.engine.trainer` - :func:`fit`, :class:`TrainResult`
+* :mod:`~cxrlab.engine.trainer` - :func:`fit` (a :class:`FitConfig` and the loop's steps), :class:`TrainResult`
 * :mod:`~cxrlab.engine.batching` - batch order fixed by (seed, epoch), sharded across ranks
 * :mod:`~cxrlab.engine.checkpoint` - atomic per-epoch checkpoints, exact resume, config check
 * :mod:`~cxrlab.engine.guards` - stop on a NaN / inf loss, naming the step
@@ -13,8 +13,8 @@ from cxrlab.engine.checkpoint import (CheckpointError, CheckpointMismatchError, 
                                       load_weights)
 from cxrlab.engine.predict import make_val_fn, predict_logits, predict_scores
 from cxrlab.engine.guards import NonFiniteLossError
-from cxrlab.engine.trainer import TrainResult, fit
+from cxrlab.engine.trainer import FitConfig, TrainResult, fit
 
-__all__ = ["CheckpointError", "CheckpointMismatchError", "NonFiniteLossError", "TrainResult",
+__all__ = ["FitConfig", "CheckpointError", "CheckpointMismatchError", "NonFiniteLossError", "TrainResult",
            "fit", "load_checkpoint", "load_weights", "make_val_fn", "predict_logits",
            "predict_scores"]
