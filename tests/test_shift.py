@@ -161,16 +161,19 @@ def test_domain_classifier_logreg_separates_fake_hospitals(cache):
 
 
 def test_domain_classifier_cnn_separates_shifted_and_not_identical_domains(cache, tmp_path):
-    res = shift.domain_classifier(cache, domains=["alpha", "gamma"], method="cnn", epochs=2)
+    # the same small budget for both pairs: 12 steps of 8 images
+    kw = dict(method="cnn", epochs=3, batch_size=8)
+    res = shift.domain_classifier(cache, domains=["alpha", "gamma"], **kw)
     assert res.confusion.shape == (2, 2) and res.chance == pytest.approx(0.5)
-    assert res.accuracy >= 0.8   # brightness 70 vs 170: trivial even after two epochs
+    assert res.accuracy >= 0.8, res   # brightness 70 vs 170: trivial even after a few steps
     assert np.allclose(res.probabilities.sum(1), 1.0, atol=1e-5)   # softmax over domains
-    again = shift.domain_classifier(cache, domains=["alpha", "gamma"], method="cnn", epochs=2)
+    again = shift.domain_classifier(cache, domains=["alpha", "gamma"], **kw)
     assert np.allclose(again.probabilities, res.probabilities, atol=1e-5)   # seeded
     # two domains drawn from the *same* hospital: nothing to tell apart, so the held-out accuracy
-    # must stay near chance (a leak of labels or rows into the test split would show up here)
+    # must stay near chance and the ranking near random (a leak of rows or labels into the test
+    # split, or a classifier reading the row order, would show up here)
     twin = make_twin_cache(tmp_path / "twin")
-    same = shift.domain_classifier(twin, method="cnn", epochs=3)
+    same = shift.domain_classifier(twin, **kw)
     assert same.chance == pytest.approx(0.5)
     assert abs(same.accuracy - 0.5) <= 0.2, same
     assert same.auc_macro_ovr < 0.75, same

@@ -59,7 +59,7 @@ def make_fake_cache(path, n_per_domain: int = 30, seed: int = 0):
     return w.finalize(pd.DataFrame(rows), meta={"synthetic": True})
 
 
-def make_twin_cache(path, n_per_domain: int = 60, seed: int = 1):
+def make_twin_cache(path, n_per_domain: int = 150, seed: int = 1):
     """Two 'hospitals' whose images come from one distribution (brightness 120, noise 8):
     a domain classifier can only guess."""
     rng = np.random.default_rng(seed)
