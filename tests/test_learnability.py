@@ -39,13 +39,14 @@ LABELS = shift.DEFAULT_GAP_LABELS      # Effusion, Cardiomegaly, Pneumothorax, A
 # Measured on seeds 0 / 1 / 2 (``python -m tests.test_learnability 0,1,2``, torch 2.14 CPU);
 # each threshold sits well below the worst seed. ``-m slow`` / ``CXRLAB_FULL_TESTS=1`` runs all
 # three seeds, so the margins are checked to hold across seeds rather than assumed from one.
-MEASURED = {   # generator version 2, 2026-11-22
-    "source_auc_macro": (0.933, 0.904, 0.925),
-    "largest_target_drop": (0.192, 0.143, 0.237),
+MEASURED = {   # generator version 2; shift models on the shared framework (tiny_cnn,
+    # bce_finetune through engine.fit, no augmentation), 2026-12-02
+    "source_auc_macro": (0.889, 0.876, 0.891),
+    "largest_target_drop": (0.176, 0.220, 0.182),
     "domain_accuracy_logreg": (1.000, 1.000, 1.000),
-    "ptx_drop_off": (0.198, 0.281, 0.231),
-    "ptx_drop_on": (0.359, 0.361, 0.366),
-    "ptx_drop_increase": (0.161, 0.080, 0.135),
+    "ptx_drop_off": (0.201, 0.129, 0.127),
+    "ptx_drop_on": (0.383, 0.364, 0.393),
+    "ptx_drop_increase": (0.182, 0.235, 0.266),
 }
 MIN_SOURCE_AUC = 0.75        # chance is 0.5
 MIN_TARGET_DROP = 0.08       # at least one target loses this much macro AUC
