@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 
 def _cmd_info(args) -> int:
@@ -38,12 +39,13 @@ def _cmd_synth(args) -> int:
 
 def _cmd_prepare(args) -> int:
     from cxrlab.data.prepare import prepare
+    from cxrlab.errors import UsageError
 
     options = {}
     for item in args.opt or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--opt wants KEY=VALUE, got {item!r} (e.g. --opt uncertain=ones)")
+            raise UsageError(f"--opt wants KEY=VALUE, got {item!r} (e.g. --opt uncertain=ones)")
         options[key.strip()] = _parse_value(value.strip())
     prepare(args.dataset, root=args.root, out=args.out, image_size=args.size,
             workers=args.workers, limit=args.limit, overwrite=args.overwrite, **options)
@@ -57,6 +59,8 @@ def _parse_value(text: str):
         return low == "true"
     if low in ("none", "null"):
         return None
+    if low.lstrip("+-") in ("nan", "inf", "infinity"):
+        return text  # a word, not a float: e.g. --opt blank=nan is the policy named "nan"
     for cast in (int, float):
         try:
             return cast(text)
@@ -82,11 +86,29 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from cxrlab.errors import UsageError
     from cxrlab.study import run_study
 
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    run_study(args.config, out=args.out, profile=args.profile, seeds=seeds)
+    seeds = parse_int_list(args.seeds, "--seeds") if args.seeds else None
+    if Path(args.config).is_dir():
+        raise UsageError(f"{args.config} is a folder; pass a study config YAML file (e.g. "
+                         "configs/study_ci.yaml); to see a finished study use `cxrlab report DIR`")
+    run_study(args.config, out=args.out, profile=args.profile, seeds=seeds,
+              overwrite=args.overwrite)
     return 0
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]; anything else names ``what`` (a flag or variable) in the error."""
+    from cxrlab.errors import UsageError
+
+    try:
+        values = [int(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"{what}={text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not values:
+        raise UsageError(f"{what}={text!r}: expected comma-separated integers, e.g. 0,1,2")
+    return values
 
 
 def _cmd_report(args) -> int:
@@ -125,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--size", type=int, default=224)
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    s.add_argument("--limit", type=int, default=None, help="only the first N images (for a try)")
+    s.add_argument("--limit", type=int, default=None,
+                   help="about N images, whole patients, every split in proportion (for a try)")
     s.add_argument("--overwrite", action="store_true", help="replace a finished cache")
     s.add_argument("--opt", action="append", metavar="KEY=VALUE",
                    help="reader option, repeatable: e.g. --opt uncertain=ones --opt views=PA,AP")
@@ -144,7 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config")
     s.add_argument("--out", required=True)
     s.add_argument("--profile", default=None)
-    s.add_argument("--seeds", default=None)
+    s.add_argument("--seeds", default=None, help="comma-separated integers, e.g. 0,1,2")
+    s.add_argument("--overwrite", action="store_true",
+                   help="recompute units of another configuration and allow replacing the "
+                        "study's tables with fewer units")
     s.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("report", help="tables and plots across studies")
@@ -159,16 +185,62 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: OSError numbers the CLI turns into a one-line message: errno name -> what to do
+_OS_FIXES = {
+    "ENOSPC": "no space left on the device; free space there or choose another folder "
+              "(--out, or CXRLAB_HOME for data and checkpoints)",
+    "EDQUOT": "disk quota exceeded; free space or choose another folder (--out / CXRLAB_HOME)",
+    "EACCES": "permission denied; choose a folder you can write (--out / CXRLAB_HOME) or fix "
+              "its permissions",
+    "EPERM": "operation not permitted; choose a folder you own (--out / CXRLAB_HOME)",
+    "EROFS": "read-only file system; choose a writable folder (--out / CXRLAB_HOME)",
+    "ENOENT": "no such file or folder; check the path",
+    "ENOTDIR": "a part of the path is a file, not a folder; check the path",
+    "EISDIR": "is a folder, not a file; pass the path of a file",
+}
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an OSError: the path, what went wrong and what to do."""
+    import errno
+
+    name = errno.errorcode.get(e.errno or -1, "")
+    path = e.filename if e.filename is not None else None
+    if name in _OS_FIXES:
+        where = f"{path}: " if path is not None else ""
+        return f"{where}{_OS_FIXES[name]} ({e.strerror or name})"
+    if path is None:
+        return str(e)
+    return f"{path}: {e.strerror or e} (check the path and its permissions)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit status: 0 done, 2 a reported error, 130 interrupted.
+
+    Errors the package raises on purpose (:class:`cxrlab.errors.CxrlabError`) and operating
+    system errors (disk full, permission denied, missing file) print one line; anything else is a
+    bug and prints its traceback. ``CXRLAB_DEBUG=1`` shows the traceback of every error.
+    """
+    from cxrlab.errors import CxrlabError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (KeyError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            RuntimeError) as e:
+    except KeyboardInterrupt:
         if os.environ.get("CXRLAB_DEBUG"):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print("cxrlab: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except CxrlabError as e:
+        if os.environ.get("CXRLAB_DEBUG"):
+            raise
+        msg = " ".join(str(e).split("\n")) if str(e) else type(e).__name__
         print(f"cxrlab: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if os.environ.get("CXRLAB_DEBUG"):
+            raise
+        print(f"cxrlab: error: {os_error_message(e)}", file=sys.stderr)
         return 2
 
 

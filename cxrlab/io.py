@@ -9,6 +9,46 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(nbytes) < 1024 or unit == "TiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} TiB"
+
+
+def check_free_space(folder: str | os.PathLike, nbytes: int, what: str,
+                     margin: int = 1 << 20) -> None:
+    """Refuse (``DiskSpaceError``) before writing ``nbytes`` into ``folder`` when the file
+    system has less free space. Memory-mapped arrays are sparse: without this check a full
+    disk shows up later as a SIGBUS crash with no message."""
+    import shutil
+
+    from cxrlab.errors import DiskSpaceError
+
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < nbytes + margin:
+        raise DiskSpaceError(f"{folder}: {what} needs {_human(nbytes)} but only {_human(free)} is "
+                             "free there; free some space or choose another folder (--out, or "
+                             "CXRLAB_HOME for data and checkpoints)")
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it for longer than one call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """Mode a new file gets from ``open()``: 0o666 minus the umask (0o644 under umask 022)."""
+    return 0o666 & ~current_umask()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``."""
@@ -17,6 +57,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; follow the umask like open() does
     try:
         yield tmp
         with open(tmp, "rb") as f:

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from cxrlab.errors import UnknownNameError
+
 #: NIH ChestX-ray14 findings, in the order of the NIH paper and torchxrayvision.
 NIH14: tuple[str, ...] = (
     "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema",
@@ -90,14 +92,14 @@ def get_label_space(name: str | Sequence[str]) -> tuple[str, ...]:
         try:
             return LABEL_SPACES[name.lower()]
         except KeyError:
-            raise KeyError(
+            raise UnknownNameError(
                 f"unknown label space {name!r}; choose one of {sorted(LABEL_SPACES)} "
                 "or pass a list of label names"
             ) from None
     labels = tuple(name)
     unknown = [x for x in labels if x not in ALL_LABELS]
     if unknown:
-        raise KeyError(f"unknown label name(s) {unknown}; known labels are {list(ALL_LABELS)}")
+        raise UnknownNameError(f"unknown label name(s) {unknown}; known labels are {list(ALL_LABELS)}")
     return labels
 
 
@@ -106,13 +108,13 @@ def defined_labels(dataset: str) -> tuple[str, ...]:
     try:
         return tuple(LABEL_MAP[dataset].values())
     except KeyError:
-        raise KeyError(f"unknown data set {dataset!r}; choose one of {sorted(LABEL_MAP)}") from None
+        raise UnknownNameError(f"unknown data set {dataset!r}; choose one of {sorted(LABEL_MAP)}") from None
 
 
 def label_index(name: str, space: str | Sequence[str] = "nih14") -> int:
     labels = get_label_space(space)
     if name not in labels:
-        raise KeyError(f"label {name!r} is not in label space {space!r}: {list(labels)}")
+        raise UnknownNameError(f"label {name!r} is not in label space {space!r}: {list(labels)}")
     return labels.index(name)
 
 

@@ -8,10 +8,13 @@ quickly everywhere); any field can be overridden per run, either with keyword ar
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from cxrlab.errors import RunError, UnknownNameError, UsageError
 
 PROFILE_ENV = "CXRLAB_PROFILE"
 DEFAULT_PROFILE = "ci"
@@ -93,6 +96,21 @@ def _profiles() -> dict[str, Profile]:
 PROFILE_NAMES = ("ci", "cpu", "gpu")
 
 
+def _number(name: str, value: Any, kind: type) -> Any:
+    """``value`` as an int or float; a bool, or text that is no number, names the field."""
+    if isinstance(value, bool):
+        raise UsageError(f"profile field {name!r} wants a number, got {value!r}")
+    try:
+        if kind is int and isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError
+            return int(value)
+        return kind(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        what = "an integer" if kind is int else "a number"
+        raise UsageError(f"profile field {name!r} wants {what}, got {value!r}") from None
+
+
 def _coerce(name: str, value: Any, current: Any) -> Any:
     """Turn an override (often a string from the environment) into the field's type."""
     if isinstance(current, bool):
@@ -102,7 +120,7 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
                 return True
             if v in ("0", "false", "no", "off"):
                 return False
-            raise ValueError(f"profile field {name!r} wants true/false, got {value!r}")
+            raise UsageError(f"profile field {name!r} wants true/false, got {value!r}")
         return bool(value)
     if isinstance(current, tuple):
         if isinstance(value, str):
@@ -110,12 +128,12 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
         else:
             items = list(value)
         if current and isinstance(current[0], int):
-            return tuple(int(x) for x in items)
+            return tuple(_number(name, x, int) for x in items)
         return tuple(str(x) for x in items)
     if isinstance(current, int):
-        return int(value)
+        return _number(name, value, int)
     if isinstance(current, float):
-        return float(value)
+        return _number(name, value, float)
     if isinstance(current, dict):
         return dict(value)
     return str(value)
@@ -125,7 +143,7 @@ def _apply_overrides(profile: Profile, overrides: dict) -> Profile:
     names = {f.name for f in fields(Profile)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise KeyError(f"unknown profile field(s) {unknown}; fields are {sorted(names)}")
+        raise UnknownNameError(f"unknown profile field(s) {unknown}; fields are {sorted(names)}")
     changes = {k: _coerce(k, v, getattr(profile, k)) for k, v in overrides.items()}
     out = dataclasses.replace(profile, **changes)
     _validate(out)
@@ -134,14 +152,24 @@ def _apply_overrides(profile: Profile, overrides: dict) -> Profile:
 
 def _validate(p: Profile) -> None:
     if p.image_size < 32:
-        raise ValueError(f"image_size must be at least 32 px, got {p.image_size}")
+        raise UsageError(f"image_size must be at least 32 px, got {p.image_size}")
     if p.data not in ("synthetic", "real"):
-        raise ValueError(f"data must be 'synthetic' or 'real', got {p.data!r}")
+        raise UsageError(f"data must be 'synthetic' or 'real', got {p.data!r}")
     if p.precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {p.precision!r}")
-    for k in ("n_per_hospital", "epochs", "batch_size"):
+        raise UsageError(f"precision must be 'fp32' or 'bf16', got {p.precision!r}")
+    for k in ("n_per_hospital", "epochs", "finetune_epochs", "batch_size"):
         if getattr(p, k) <= 0:
-            raise ValueError(f"{k} must be positive, got {getattr(p, k)}")
+            raise UsageError(f"{k} must be positive, got {getattr(p, k)}")
+    if not (math.isfinite(p.lr) and p.lr > 0):
+        raise UsageError(f"lr must be a finite number > 0, got {p.lr}")
+    if p.bootstrap < 0 or p.bootstrap == 1:
+        raise UsageError(f"bootstrap must be 0 (no intervals) or >= 2, got {p.bootstrap}")
+    if p.num_workers < 0:
+        raise UsageError(f"num_workers must be >= 0, got {p.num_workers}")
+    if not p.seeds or any(s < 0 for s in p.seeds):
+        raise UsageError(f"seeds must be one or more non-negative integers, got {p.seeds}")
+    if not p.backbones:
+        raise UsageError("backbones is empty; name at least one backbone")
 
 
 def get_profile(name: str | None = None, **overrides: Any) -> Profile:
@@ -150,14 +178,19 @@ def get_profile(name: str | None = None, **overrides: Any) -> Profile:
     name = (name or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE).strip().lower()
     profiles = _profiles()
     if name not in profiles:
-        raise KeyError(f"unknown profile {name!r}; choose one of {list(profiles)} "
+        raise UnknownNameError(f"unknown profile {name!r}; choose one of {list(profiles)} "
                        f"(set {PROFILE_ENV} or pass --profile)")
     base = profiles[name]
     env = {}
     for f in fields(Profile):
         key = f"CXRLAB_{f.name.upper()}"
         if f.name not in ("name", "extra") and key in os.environ:
-            env[f.name] = os.environ[key]
+            try:  # checked here so that the message names the variable
+                env[f.name] = _coerce(f.name, os.environ[key], getattr(base, f.name))
+                _validate(dataclasses.replace(base, **{f.name: env[f.name]}))
+            except UsageError as e:
+                raise UsageError(f"environment variable {key}={os.environ[key]!r}: {e}; fix or "
+                                 f"unset {key}") from None
     return _apply_overrides(base, {**env, **overrides})
 
 
@@ -172,6 +205,6 @@ def resolve_device(device: str = "auto") -> str:
             return "mps"
         return "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use device='cpu' "
+        raise RunError(f"device {device!r} requested but CUDA is not available; use device='cpu' "
                            "or run on a GPU machine")
     return device

@@ -27,8 +27,9 @@ import argparse
 import sys
 from pathlib import Path, PurePosixPath
 
-from cxrlab.data.download import (PHYSIONET_USER_ENV, DownloadError, download_file, fetch_checksum_list,
+from cxrlab.data.download import (PHYSIONET_USER_ENV, download_file, fetch_checksum_list,
                              format_steps, physionet_credentials)
+from cxrlab.errors import CxrlabError
 
 VERSION = "1.0.0"
 PROJECT = f"https://physionet.org/content/chexmask-cxr-segmentation-data/{VERSION}/"
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 2
                 download_file(base + rel, out / rel, sha256=sums[rel], desc=PurePosixPath(rel).name,
                               **kw)
-        except DownloadError as e:
+        except CxrlabError as e:  # DownloadError, or credentials refused over http://
             print(f"chexmask: {e}", file=sys.stderr)
             return 2
     return verify(out, datasets)

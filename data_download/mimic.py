@@ -34,6 +34,7 @@ from pathlib import Path
 from cxrlab.data.download import (PHYSIONET_PASSWORD_ENV, PHYSIONET_USER_ENV, DownloadError, Expect,
                              NoNetworkError, check_layout, download_file, fetch_checksum_list,
                              format_steps, physionet_credentials, report_completeness)
+from cxrlab.errors import CxrlabError
 from cxrlab.progress import progress
 
 VERSION = "2.1.0"
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-only", action="store_true", help="only check the folder")
     p.add_argument("--base-url", default=BASE_URL, help=argparse.SUPPRESS)
     p.add_argument("--retries", type=int, default=5)
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="also fetch tables that SHA256SUMS.txt does not list (unverified)")
     return p
 
 
@@ -123,7 +126,16 @@ def main(argv: list[str] | None = None) -> int:
         kw = dict(auth=auth, retries=args.retries, manual_hint=hint)
         try:
             sums = fetch_checksum_list(base + "SHA256SUMS.txt", out / "SHA256SUMS.txt", **kw)
+            unlisted = [name for name in TABLES if name not in sums]
+            if unlisted and not args.allow_unverified:
+                print(f"mimic: {len(unlisted)} tables are not in SHA256SUMS.txt ({', '.join(unlisted)}) "
+                      "and cannot be verified; refusing to fetch them. Pass --allow-unverified to "
+                      "fetch them anyway (their integrity is then not checked)", file=sys.stderr)
+                return 2
             for name in TABLES:
+                if name in unlisted:
+                    print(f"mimic: WARNING: {name} is not in SHA256SUMS.txt; fetched unverified "
+                          "(--allow-unverified)", file=sys.stderr)
                 download_file(base + name, out / name, sha256=sums.get(name), **kw)
             print(f"mimic: tables verified in {out}")
             if not args.tables_only:
@@ -142,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"mimic: {len(failures)} downloads failed, e.g.\n  {failures[0]}\n"
                           "Run the same command again to resume.", file=sys.stderr)
                     return 2
-        except DownloadError as e:
+        except CxrlabError as e:  # DownloadError, or credentials refused over http://
             print(f"mimic: {e}", file=sys.stderr)
             return 2
     return verify(out, views, splits, args.max_patients, tables_only=args.tables_only)

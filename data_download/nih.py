@@ -38,9 +38,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from cxrlab.data.download import (DownloadError, Expect, check_layout, count_matches, download_file,
-                             report_completeness,
-                             extract_tar, is_extracted, read_checksum_file)
+from cxrlab.data.download import (DownloadError, Expect, UnsafeArchiveError, check_layout,
+                                  count_matches, download_file, extract_tar, is_extracted,
+                                  read_checksum_file, report_completeness)
 
 #: the Box folder of the data set (metadata files, FAQ, README): download by hand from here
 BOX_FOLDER = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                               retries=args.retries, timeout=args.timeout, manual_hint=hint,
                               desc=name)
                 extract_tar(archive, out)
-            except DownloadError as e:
+            except (DownloadError, UnsafeArchiveError) as e:
                 print(f"nih: {e}", file=sys.stderr)
                 return 2
             if not args.keep_archives:

@@ -1,4 +1,5 @@
-"""Backbones: shapes, normalisation, Grad-CAM layers, weight files, and the offline errors."""
+"""Backbones: shapes, normalisation, weight files, and the offline errors (their Grad-CAM layers:
+tests/test_explain_cams.py)."""
 
 import pytest
 import torch
@@ -38,7 +39,7 @@ def test_tiny_backbones_have_no_published_weights():
 
 
 @pytest.mark.parametrize("name", list_backbones())
-def test_forward_normalize_and_cam_layer(name):
+def test_forward_and_normalize(name):
     bb = made(name)
     assert bb.name == name and bb.weights_id == "random-init-seed0" and not bb.pretrained
     x = torch.randint(0, 256, (2, 1, SIZE, SIZE), dtype=torch.uint8)
@@ -54,23 +55,9 @@ def test_forward_normalize_and_cam_layer(name):
     # float input in [0, 1] is the same as uint8 / 255
     assert torch.allclose(bb.normalize(x.float() / 255), z, atol=1e-5)
 
-    # forward + the Grad-CAM layer: a spatial activation that receives gradient
-    acts = {}
-    h = bb.target_layer.register_forward_hook(lambda m, i, o: acts.setdefault("a", o))
-    zz = z.clone().requires_grad_(True)
-    try:
-        emb = bb(zz)
-    finally:
-        h.remove()
+    emb = bb(z)
     assert emb.shape == (2, bb.num_features) and torch.isfinite(emb).all()
-    a = acts["a"]
-    if bb.reshape_transform is not None:
-        a = bb.reshape_transform(a)
-    assert a.ndim == 4 and a.shape[0] == 2 and min(a.shape[2:]) >= 2
-    # (not emb.sum(): a ViT's output passes a LayerNorm, whose outputs always sum to 0)
-    weights = torch.randn(bb.num_features, generator=torch.Generator().manual_seed(0))
-    grad, = torch.autograd.grad((emb * weights).sum(), acts["a"])
-    assert grad.abs().sum() > 0
+    assert (emb[0] - emb[1]).abs().max() > 0  # two different images, two embeddings
 
 
 def test_seeded_random_init_is_reproducible():
@@ -83,28 +70,12 @@ def test_seeded_random_init_is_reproducible():
     assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
 
 
-def test_vit_reshape_transform_and_fixed_size():
-    bb = made("tiny_vit")
-    tokens = torch.randn(3, 1 + (SIZE // 8) ** 2, 64)
-    assert bb.reshape_transform(tokens).shape == (3, 64, SIZE // 8, SIZE // 8)
+def test_vit_takes_a_fixed_size_cnn_any_size():
     big = torch.randint(0, 256, (1, 1, 96, 96), dtype=torch.uint8)
-    assert bb.normalize(big).shape == (1, 1, SIZE, SIZE)  # ViT: resized to its input size
+    assert made("tiny_vit").normalize(big).shape == (1, 1, SIZE, SIZE)  # ViT: resized
     assert made("tiny_cnn").normalize(big).shape == (1, 1, 96, 96)  # CNN: any size
     with pytest.raises(ValueError, match="divisible"):
         create_backbone("tiny_vit", image_size=60)
-
-
-def test_gradcam_runs_on_tiny_vit():
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    bb = made("tiny_vit")
-    model = torch.nn.Sequential(bb, torch.nn.Linear(bb.num_features, 2)).eval()
-    x = bb.normalize(torch.randint(0, 256, (2, 1, SIZE, SIZE), dtype=torch.uint8))
-    with GradCAM(model=model, target_layers=[bb.target_layer],
-                 reshape_transform=bb.reshape_transform) as cam:
-        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(1)] * 2)
-    assert maps.shape == (2, SIZE, SIZE)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

@@ -158,8 +158,13 @@ def test_changed_config_is_refused(tiny_study, monkeypatch):
     out, _, home, cache = tiny_study
     monkeypatch.setenv("CXRLAB_HOME", str(home))
     with pytest.raises(S.StudyError, match="different configuration.*probe_epochs"):
-        S.run_probe_study(_config(cache.path, probe_epochs=7, methods=["bce_probe"]), out,
-                          profile="ci", verbose=False)
+        S.run_probe_study(_config(cache.path, probe_epochs=7), out, profile="ci", verbose=False)
+    # fewer methods would rewrite the study's tables with fewer rows: refused, names the flag
+    before = (out / "results.csv").read_bytes()
+    with pytest.raises(S.StudyError, match="would drop 2 of them.*--overwrite"):
+        S.run_probe_study(_config(cache.path, methods=["bce_probe"]), out, profile="ci",
+                          verbose=False)
+    assert (out / "results.csv").read_bytes() == before
 
 
 def test_thresholds_come_from_source_validation_only(tiny_study, monkeypatch, tmp_path):

@@ -11,12 +11,16 @@ import json
 import platform
 import time
 
+from cxrlab.errors import UnknownNameError
+
 #: group name -> module (under cxrlab.bench) that measures it
 GROUPS = {
     "synth": "cxrlab.bench.synth",
     "cache": "cxrlab.bench.cache",
     "probe": "cxrlab.bench.probe",
     "supcon": "cxrlab.bench.supcon",
+    "resize": "cxrlab.bench.resize",
+    "cam": "cxrlab.bench.cam",
 }
 
 
@@ -24,7 +28,7 @@ def run_bench(groups: list[str] | None = None, quick: bool = False) -> dict:
     groups = list(GROUPS) if not groups else groups
     unknown = sorted(set(groups) - set(GROUPS))
     if unknown:
-        raise KeyError(f"unknown bench group(s) {unknown}; choose from {list(GROUPS)}")
+        raise UnknownNameError(f"unknown bench group(s) {unknown}; choose from {list(GROUPS)}")
     import torch
 
     result: dict = {

@@ -24,7 +24,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from cxrlab.io import atomic_to_csv, atomic_write_json
+from cxrlab.errors import (CxrlabError, NotAFolderError, OutputExistsError, UnknownNameError,
+                           UsageError)
+from cxrlab.io import atomic_to_csv, atomic_write_json, check_free_space
 from cxrlab.labels import ALL_LABELS, get_label_space
 
 FORMAT = "cxrlab-cache"
@@ -33,7 +35,7 @@ META_COLUMNS = ("index", "image_id", "patient_id", "split", "domain", "age", "se
 SPLITS = ("train", "val", "test")
 
 
-class CacheError(RuntimeError):
+class CacheError(CxrlabError, RuntimeError):
     """A cache folder is missing, incomplete or inconsistent."""
 
 
@@ -67,18 +69,18 @@ class CacheWriter:
                  lung_masks: bool = False, lesion_masks: bool = False, resume: bool = False):
         self.out = Path(out_dir)
         if self.out.exists() and not self.out.is_dir():
-            raise NotADirectoryError(f"output path {self.out} exists and is a file; "
+            raise NotAFolderError(f"output path {self.out} exists and is a file; "
                                      "pass a folder (it will be created)")
         if n < 0:
-            raise ValueError(f"number of images must be >= 0, got {n}")
+            raise UsageError(f"number of images must be >= 0, got {n}")
         if image_size < 32:
-            raise ValueError(f"image size must be at least 32 px, got {image_size}")
+            raise UsageError(f"image size must be at least 32 px, got {image_size}")
         self.out.mkdir(parents=True, exist_ok=True)
         self.n, self.size = int(n), int(image_size)
         shape = (self.n, self.size, self.size)
         if (self.out / "meta.json").exists():
             if not resume:
-                raise FileExistsError(f"{self.out} already holds a finished cache; "
+                raise OutputExistsError(f"{self.out} already holds a finished cache; "
                                       "choose another folder or delete it first")
             (self.out / "meta.json").unlink()  # reopening: unpublish until finalize
         self.arrays: dict[str, np.memmap] = {}
@@ -102,6 +104,12 @@ class CacheWriter:
             if self.done.shape != (self.n,):
                 reuse = False
         if not reuse:
+            need = sum(self.n * self.size * self.size * np.dtype(dt).itemsize
+                       for dt in want.values()) + self.n
+            existing = sum((self.out / f"{k}.npy").stat().st_size for k in want
+                           if (self.out / f"{k}.npy").exists())
+            check_free_space(self.out, need - existing, f"a cache of {self.n} images at "
+                                                        f"{self.size} px")
             self.arrays = {k: np.lib.format.open_memmap(self.out / f"{k}.npy", mode="w+",
                                                         dtype=dt, shape=shape)
                            for k, dt in want.items()}
@@ -120,9 +128,9 @@ class CacheWriter:
             if arr is None:
                 continue
             if key not in self.arrays:
-                raise ValueError(f"this cache was opened without {key}")
+                raise UsageError(f"this cache was opened without {key}")
             if arr.shape[1:] != (self.size, self.size):
-                raise ValueError(f"{key} chunk has shape {arr.shape}, expected "
+                raise UsageError(f"{key} chunk has shape {arr.shape}, expected "
                                  f"[n, {self.size}, {self.size}]")
             self.arrays[key][idx] = arr
         self.done[idx] = True
@@ -184,7 +192,14 @@ class Cache:
                     if (self.path / "progress.npy").exists()
                     or (self.path / ".prepare").exists() else "")  # .prepare: cxrlab data prepare
             raise CacheError(f"{self.path} is not a cxrlab cache: meta.json is missing{hint}")
-        self.meta = json.loads(meta_file.read_text())
+        try:
+            self.meta = json.loads(meta_file.read_text())
+        except ValueError as e:
+            raise CacheError(f"{meta_file} is corrupt (not JSON: {e}); re-create the cache "
+                             f"(cxrlab data synth/prepare --out {self.path} --overwrite)") from None
+        if not isinstance(self.meta, dict):
+            raise CacheError(f"{meta_file} is corrupt (not a JSON object); re-create the cache "
+                             f"(cxrlab data synth/prepare --out {self.path} --overwrite)")
         if self.meta.get("format") != FORMAT:
             raise CacheError(f"{meta_file} is not a cxrlab cache (format={self.meta.get('format')!r})")
         if self.meta.get("version") != VERSION:
@@ -201,10 +216,34 @@ class Cache:
             raise CacheError(f"{self.path}: manifest has {len(self.manifest)} rows, meta says "
                              f"{self.meta['n']}; re-create the cache")
 
+    def _recreate_hint(self) -> str:
+        src = self.meta.get("source")
+        if src and not self.synthetic:
+            return (f"re-create it: `cxrlab data prepare {src} --root RAW --out {self.path} "
+                    "--overwrite`")
+        return f"re-create it: `cxrlab data synth --out {self.path} --overwrite`"
+
     def _array(self, name: str) -> np.ndarray | None:
         if name not in self._arrays:
             f = self.path / f"{name}.npy"
-            self._arrays[name] = np.load(f, mmap_mode="r") if f.exists() else None
+            if not f.exists():
+                if name == "images":
+                    raise CacheError(f"{f} is missing; {self._recreate_hint()}")
+                self._arrays[name] = None
+                return None
+            try:
+                arr = np.load(f, mmap_mode="r")
+            except (ValueError, OSError, EOFError) as e:  # zeroed header, truncated file...
+                why = ("no valid .npy header" if "pickle" in str(e)   # numpy's hint misleads
+                       else str(e).splitlines()[0][:120])
+                raise CacheError(f"{f} is unreadable ({why}): the file is truncated or corrupt; "
+                                 f"{self._recreate_hint()}") from None
+            want = (len(self), self.image_size, self.image_size)
+            if arr.shape != want:
+                raise CacheError(f"{f} has shape {arr.shape}, but meta.json says {want} "
+                                 f"(n, size, size): it belongs to another cache or was cut "
+                                 f"short; {self._recreate_hint()}")
+            self._arrays[name] = arr
         return self._arrays[name]
 
     @property
@@ -247,21 +286,24 @@ class Cache:
 
     def select(self, split: str | None = None, domain: str | Sequence[str] | None = None,
                query: str | None = None) -> np.ndarray:
-        """Row indices for a split and/or domain(s) (and an optional pandas query)."""
+        """Row indices for a split and/or domain(s) (and an optional filter query, see
+        :mod:`cxrlab.data.protocols.query`)."""
         m = self.manifest
         keep = np.ones(len(m), dtype=bool)
         if split is not None:
             if split not in SPLITS:
-                raise KeyError(f"unknown split {split!r}; choose one of {SPLITS}")
+                raise UnknownNameError(f"unknown split {split!r}; choose one of {SPLITS}")
             keep &= (m["split"] == split).to_numpy()
         if domain is not None:
             doms = [domain] if isinstance(domain, str) else list(domain)
             unknown = sorted(set(doms) - set(self.domains))
             if unknown:
-                raise KeyError(f"unknown domain(s) {unknown} in {self.path}; it has {self.domains}")
+                raise UnknownNameError(f"unknown domain(s) {unknown} in {self.path}; it has {self.domains}")
             keep &= m["domain"].isin(doms).to_numpy()
-        if query:
-            keep &= m.eval(query).to_numpy(dtype=bool)
+        if query:  # the protocols' safe filter grammar, never pandas eval (no code runs)
+            from cxrlab.data.protocols.query import evaluate_query
+
+            keep &= evaluate_query(query, m)
         return np.flatnonzero(keep)
 
     def __repr__(self) -> str:

@@ -40,7 +40,8 @@ import pandas as pd
 
 from cxrlab.data.cache import Cache, CacheError
 from cxrlab.data.resize import letterbox_geometry
-from cxrlab.io import atomic_to_csv, atomic_write_json
+from cxrlab.errors import MissingInputError, OutputExistsError, UnknownNameError, UsageError
+from cxrlab.io import atomic_to_csv, atomic_write_json, check_free_space
 from cxrlab.progress import progress
 
 #: recommended minimum ``Dice RCA (Mean)`` (CheXmask README, "Usage Guidelines")
@@ -69,11 +70,11 @@ def _runs(rle: str | float | None) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     nums = np.array(s.split(), dtype=np.int64)
     if nums.size % 2:
-        raise ValueError(f"RLE has an odd number of values ({nums.size}); expected "
+        raise UsageError(f"RLE has an odd number of values ({nums.size}); expected "
                          "'start length' pairs")
     starts, lengths = nums[0::2] - 1, nums[1::2]
     if starts.size and (starts.min() < 0 or lengths.min() < 0):
-        raise ValueError("RLE has a start below 1 or a negative length; is it 1-based?")
+        raise UsageError("RLE has a start below 1 or a negative length; is it 1-based?")
     return starts, lengths
 
 
@@ -87,7 +88,7 @@ def decode_rle(rle: str | float | None, height: int, width: int) -> np.ndarray:
     starts, lengths = _runs(rle)
     n = height * width
     if starts.size and int((starts + lengths).max()) > n:
-        raise ValueError(f"RLE runs past the end of a {height} x {width} mask; wrong Height/Width?")
+        raise UsageError(f"RLE runs past the end of a {height} x {width} mask; wrong Height/Width?")
     edges = np.zeros(n + 1, dtype=np.int32)
     np.add.at(edges, starts, 1)
     np.add.at(edges, starts + lengths, -1)
@@ -153,7 +154,7 @@ def image_key(value, dataset: str) -> str:
     if dataset in ("nih", "mimic"):
         name = PurePosixPath(s).name
         return name.rsplit(".", 1)[0] if "." in name else name
-    raise KeyError(f"CheXmask has no masks for data set {dataset!r}; choose one of "
+    raise UnknownNameError(f"CheXmask has no masks for data set {dataset!r}; choose one of "
                    f"{sorted(ID_COLUMNS)}")
 
 
@@ -162,18 +163,18 @@ def _id_column(columns: Iterable[str], dataset: str, path) -> str:
     for c in ID_COLUMNS[dataset]:
         if c in cols:
             return c
-    raise ValueError(f"{path}: no image id column for {dataset} (looked for "
+    raise UsageError(f"{path}: no image id column for {dataset} (looked for "
                      f"{list(ID_COLUMNS[dataset])}; the file has {cols[:12]}). Is it the CheXmask "
                      f"CSV of {CSV_STEMS[dataset]}?")
 
 
 def _chunks(csv_path, dataset: str, chunksize: int) -> Iterator[tuple[str, pd.DataFrame]]:
     if dataset not in ID_COLUMNS:
-        raise KeyError(f"CheXmask has no masks for data set {dataset!r}; choose one of "
+        raise UnknownNameError(f"CheXmask has no masks for data set {dataset!r}; choose one of "
                        f"{sorted(ID_COLUMNS)}")
     path = Path(csv_path)
     if not path.exists():
-        raise FileNotFoundError(f"CheXmask CSV {path} not found; download it with "
+        raise MissingInputError(f"CheXmask CSV {path} not found; download it with "
                                 "`python data_download/chexmask.py --out DIR` (see "
                                 "data_download/README.md)")
     header = pd.read_csv(path, nrows=0)
@@ -181,7 +182,7 @@ def _chunks(csv_path, dataset: str, chunksize: int) -> Iterator[tuple[str, pd.Da
     idcol = _id_column(header.columns, dataset, path)
     missing = [c for c in ("Left Lung", "Right Lung", "Height", "Width") if c not in header.columns]
     if missing:
-        raise ValueError(f"{path}: CheXmask columns {missing} are missing (it has "
+        raise UsageError(f"{path}: CheXmask columns {missing} are missing (it has "
                          f"{list(header.columns)[:12]})")
     usecols = [idcol] + [c for c in _MASK_COLUMNS if c in header.columns]
     reader = pd.read_csv(path, usecols=lambda c: str(c).strip() in usecols, chunksize=chunksize,
@@ -257,7 +258,7 @@ def add_lung_masks(cache_dir, chexmask_csv, dataset: str, *, min_dice: float | N
         raise CacheError(f"{path} is a synthetic cache: its lung masks come with the phantoms; "
                          "CheXmask is for real NIH / CheXpert / MIMIC images")
     if (cache.meta.get("has_lung_masks") or cache.lung_masks is not None) and not overwrite:
-        raise FileExistsError(f"{path} already has lung masks ({cache.meta.get('lung_mask_source')}); "
+        raise OutputExistsError(f"{path} already has lung masks ({cache.meta.get('lung_mask_source')}); "
                               "pass overwrite=True to replace them")
     n, size = len(cache), cache.image_size
     keys = _manifest_keys(cache.manifest, dataset)
@@ -271,6 +272,7 @@ def add_lung_masks(cache_dir, chexmask_csv, dataset: str, *, min_dice: float | N
         dice = np.load(dice_file, mmap_mode="r+")
         resume = masks.shape == (n, size, size) and state.shape == (n,) and dice.shape == (n,)
     if not resume:
+        check_free_space(path, n * size * size + 5 * n, f"lung masks of {n} images")
         masks = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(n, size, size))
         state = np.lib.format.open_memmap(state_file, mode="w+", dtype=np.uint8, shape=(n,))
         dice = np.lib.format.open_memmap(dice_file, mode="w+", dtype=np.float32, shape=(n,))

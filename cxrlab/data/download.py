@@ -41,13 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Sequence
 
+from cxrlab.errors import CxrlabError, MissingInputError, UsageError
 from cxrlab.progress import progress
 
 #: sent with every request: some hosts refuse Python's default agent
 USER_AGENT = "cxrlab-downloader/1 (+https://github.com; urllib)"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(CxrlabError, RuntimeError):
     """A file could not be fetched (HTTP error, access denied, repeated failures)."""
 
 
@@ -59,7 +60,7 @@ class ChecksumError(DownloadError):
     """A complete file does not have the expected digest."""
 
 
-class UnsafeArchiveError(RuntimeError):
+class UnsafeArchiveError(CxrlabError, RuntimeError):
     """An archive member would be written outside the destination folder."""
 
 
@@ -90,7 +91,7 @@ def read_checksum_file(path: str | os.PathLike) -> dict[str, str]:
         parts = line.split(None, 1)
         if len(parts) != 2 or not all(c in "0123456789abcdefABCDEF" for c in parts[0]) \
                 or len(parts[0]) not in (32, 64):
-            raise ValueError(f"{path}:{n}: expected 'HEXDIGEST  filename', got {line!r}")
+            raise UsageError(f"{path}:{n}: expected 'HEXDIGEST  filename', got {line!r}")
         digest, name = parts[0].lower(), parts[1].strip().lstrip("*")
         out[name] = digest
         out.setdefault(PurePosixPath(name).name, digest)
@@ -103,7 +104,7 @@ def checksum_kind(digest: str) -> str:
         return "md5"
     if len(digest) == 64:
         return "sha256"
-    raise ValueError(f"{digest!r} is neither an MD5 (32 hex) nor a SHA-256 (64 hex) digest")
+    raise UsageError(f"{digest!r} is neither an MD5 (32 hex) nor a SHA-256 (64 hex) digest")
 
 
 def verify_file(path: str | os.PathLike, *, md5: str | None = None,
@@ -126,6 +127,44 @@ def basic_auth_header(user: str, password: str) -> str:
 
 def _host(url: str) -> str:
     return urllib.parse.urlsplit(url).netloc or url
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    u = urllib.parse.urlsplit(url)
+    port = u.port or {"http": 80, "https": 443}.get(u.scheme)
+    return u.scheme.lower(), (u.hostname or "").lower(), port
+
+
+def _is_loopback(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
+
+
+def check_credentials_url(url: str) -> None:
+    """Credentials travel only over HTTPS (a loopback test server excepted)."""
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme != "https" and not _is_loopback(url):
+        raise UsageError(f"{url}: refusing to send credentials over {scheme or 'a plain'}:// "
+                         "(anyone on the way could read them); use the https:// address")
+
+
+class _CredentialRedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but send the ``Authorization`` header only back to the origin host
+    (same scheme, host and port); a redirect to another host or to plain HTTP gets none."""
+
+    def __init__(self, origin_url: str, authorization: str | None):
+        super().__init__()
+        self.origin = _origin(origin_url)
+        self.authorization = authorization
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is None:
+            return None
+        new.remove_header("Authorization")
+        if self.authorization is not None and _origin(newurl) == self.origin:
+            new.add_header("Authorization", self.authorization)
+        return new
 
 
 def _is_unreachable(err: BaseException) -> bool:
@@ -206,9 +245,10 @@ def _content_range(value: str | None) -> tuple[int, int | None] | None:
 
 
 def _transfer(req, part: Path, hashers: "_Hashers", offset: int, *, size: int | None,
-              timeout: float, chunk: int, desc: str, url: str) -> None:
+              timeout: float, chunk: int, desc: str, url: str, opener=None) -> None:
     """One HTTP request appending to ``part``; raises IncompleteRead if it ends early."""
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    open_url = opener.open if opener is not None else urllib.request.urlopen
+    with open_url(req, timeout=timeout) as resp:
         status = getattr(resp, "status", 200)
         length = resp.headers.get("Content-Length")
         if offset and status == 206:
@@ -262,7 +302,9 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None,
       renames ``.part`` onto ``dest`` atomically.
     * ``size`` (optional, bytes) is the expected length, for the progress bar and as a sanity
       check: a server announcing another length gets a warning (the checksum decides).
-    * ``auth=(user, password)`` sends HTTP basic authentication (e.g. PhysioNet).
+    * ``auth=(user, password)`` sends HTTP basic authentication (e.g. PhysioNet) to the host of
+      ``url`` only: a redirect elsewhere (or to plain HTTP) is followed without it, and an
+      ``http://`` URL with credentials is refused (:func:`check_credentials_url`).
 
     Errors: :class:`NoNetworkError` (host unreachable: the message says where to put a
     hand-downloaded copy), :class:`DownloadError` (HTTP errors: 401/403 name the need for
@@ -285,6 +327,10 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None,
     hdrs = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
     if auth is not None:
         hdrs["Authorization"] = basic_auth_header(*auth)
+    authorization = next((v for k, v in hdrs.items() if k.lower() == "authorization"), None)
+    if authorization is not None:
+        check_credentials_url(url)
+    opener = urllib.request.build_opener(_CredentialRedirectHandler(url, authorization))
 
     attempt = 0
     while True:
@@ -296,7 +342,7 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None,
         req = urllib.request.Request(url, headers=req_headers)
         try:
             _transfer(req, part, hashers, offset, size=size, timeout=timeout, chunk=chunk,
-                      desc=desc or dest.name, url=url)
+                      desc=desc or dest.name, url=url, opener=opener)
             break
         except urllib.error.HTTPError as e:
             if e.code == 416 and offset:          # nothing left to send: the .part is whole
@@ -363,6 +409,89 @@ def _safe_target(dest: Path, name: str) -> Path:
     return target
 
 
+_MAX_LINK_HOPS = 40
+
+
+def _resolve_inside(dest: Path, parts: list[str], links: dict[tuple[str, ...], str],
+                    name: str, hops: int = 0) -> tuple[str, ...]:
+    """Components (relative to ``dest``) that the path ``parts`` reaches once every symbolic link
+    on the way is followed: the archive's own links (``links``: member path -> target, as they
+    will be after extraction) and links already on disk under ``dest``. Raises
+    UnsafeArchiveError when the walk leaves ``dest`` at any point."""
+    cur: list[str] = []
+    todo = list(parts)
+    while todo:
+        c = todo.pop(0)
+        if c in ("", "."):
+            continue
+        if c == "..":
+            if not cur:
+                raise UnsafeArchiveError(f"archive member {name!r} reaches outside the "
+                                         "destination through '..' or a link; refusing to extract")
+            cur.pop()
+            continue
+        cand = tuple(cur + [c])
+        target = links.get(cand)
+        if target is None:
+            on_disk = dest.joinpath(*cand)
+            if on_disk.is_symlink():
+                target = os.readlink(on_disk)
+        if target is None:
+            cur.append(c)
+            continue
+        hops += 1
+        if hops > _MAX_LINK_HOPS:
+            raise UnsafeArchiveError(f"archive member {name!r}: too many levels of links; "
+                                     "refusing to extract")
+        tgt = PurePosixPath(str(target).replace("\\", "/"))
+        if tgt.is_absolute():
+            raise UnsafeArchiveError(f"archive member {name!r} goes through a link to the "
+                                     f"absolute path {target!r}; refusing to extract")
+        todo = list(tgt.parts) + todo          # the link's target, relative to its folder
+    return tuple(cur)
+
+
+def _check_tar_members(dest: Path, chosen) -> None:
+    """Refuse the archive unless every chosen member, followed through every symbolic link
+    (chains of links in the archive and links already in ``dest``), stays inside ``dest``.
+
+    The extraction is simulated in member order: a link is recorded where it will really be
+    created (its folder resolved through the links made before it), so ``x -> .`` followed by
+    ``x/y -> ..`` is seen as ``y -> ..`` at the top of ``dest``."""
+    links: dict[tuple[str, ...], str] = {}
+    for m in chosen:
+        _safe_target(dest, m.name)                        # absolute paths, '..' in the name
+        if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
+            raise UnsafeArchiveError(f"archive member {m.name!r} is a device or FIFO; "
+                                     "refusing to extract")
+        parts = [p for p in PurePosixPath(m.name.replace("\\", "/")).parts if p not in ("", ".")]
+        if not parts:
+            continue
+        # the folder the member is written into, through any links on the way
+        parent = _resolve_inside(dest, parts[:-1], links, m.name)
+        where = parent + (parts[-1],)
+        if m.issym():
+            tgt = PurePosixPath(m.linkname.replace("\\", "/"))
+            if tgt.is_absolute():
+                raise UnsafeArchiveError(f"archive member {m.name!r} links to {m.linkname!r}, "
+                                         "outside the destination; refusing to extract")
+            try:
+                _resolve_inside(dest, list(parent) + list(tgt.parts), links, m.name)
+            except UnsafeArchiveError:
+                raise UnsafeArchiveError(f"archive member {m.name!r} links to {m.linkname!r}, "
+                                         "outside the destination; refusing to extract") from None
+            links[where] = m.linkname
+            continue
+        _resolve_inside(dest, list(where), links, m.name)  # a file written onto a link follows it
+        links.pop(where, None)
+        if m.islnk():
+            tgt = PurePosixPath(m.linkname.replace("\\", "/"))
+            if tgt.is_absolute():
+                raise UnsafeArchiveError(f"archive member {m.name!r} links to {m.linkname!r}, "
+                                         "outside the destination; refusing to extract")
+            _resolve_inside(dest, list(tgt.parts), links, m.name)
+
+
 def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike, *,
                 members: Callable[[str], bool] | None = None) -> Path:
     """Unpack a (gzipped) tar archive into ``dest`` safely; skip if already done.
@@ -376,7 +505,7 @@ def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike, *,
     if is_extracted(archive, dest):
         return dest
     if not archive.exists():
-        raise FileNotFoundError(f"archive {archive} is missing; download it first")
+        raise MissingInputError(f"archive {archive} is missing; download it first")
     dest.mkdir(parents=True, exist_ok=True)
     try:
         tf = tarfile.open(archive, "r:*")
@@ -389,29 +518,16 @@ def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike, *,
         except (tarfile.ReadError, EOFError, zlib.error, OSError) as e:
             raise DownloadError(f"{archive} ends early or is corrupt ({e}); delete it and "
                                 "download it again") from None
-        chosen = []
-        for m in all_members:
-            if members is not None and not members(m.name):
-                continue
-            target = _safe_target(dest, m.name)
-            if m.islnk() or m.issym():
-                link = PurePosixPath(m.linkname)
-                base = target.parent if m.issym() else dest.resolve()
-                resolved = (base / Path(*link.parts)).resolve() if not link.is_absolute() else None
-                if resolved is None or (resolved != dest.resolve()
-                                        and dest.resolve() not in resolved.parents):
-                    raise UnsafeArchiveError(f"archive member {m.name!r} links to {m.linkname!r}, "
-                                             "outside the destination; refusing to extract")
-            elif not (m.isfile() or m.isdir()):
-                raise UnsafeArchiveError(f"archive member {m.name!r} is a device or FIFO; "
-                                         "refusing to extract")
-            chosen.append(m)
+        chosen = [m for m in all_members if members is None or members(m.name)]
+        _check_tar_members(dest, chosen)   # every member, before anything is written
         try:
             for m in progress(chosen, desc=f"extract {archive.name}", unit="file"):
                 if hasattr(tarfile, "data_filter"):
                     tf.extract(m, dest, filter="data")
                 else:  # pragma: no cover - Python < 3.11.4 (members were checked above)
                     tf.extract(m, dest)
+        except getattr(tarfile, "FilterError", ()) as e:  # pragma: no cover - checked above
+            raise UnsafeArchiveError(f"{archive}: {e}; refusing to extract the rest") from None
         except (tarfile.ReadError, EOFError, zlib.error) as e:
             raise DownloadError(f"{archive} ends early or is corrupt ({e}); delete it and "
                                 "download it again") from None
@@ -426,7 +542,7 @@ def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike, *,
     if is_extracted(archive, dest):
         return dest
     if not archive.exists():
-        raise FileNotFoundError(f"archive {archive} is missing; download it first")
+        raise MissingInputError(f"archive {archive} is missing; download it first")
     dest.mkdir(parents=True, exist_ok=True)
     try:
         zf = zipfile.ZipFile(archive)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrlab.errors import MissingInputError, UnknownNameError
+
 #: name -> file in torchxrayvision's data folder
 SHIPPED_FILES = {
     "nih": "Data_Entry_2017_v2020.csv.gz",
@@ -51,10 +53,10 @@ def _xrv_data_folder() -> Path:
 def shipped_metadata_path(name: str) -> Path:
     """Path of one of torchxrayvision's shipped tables (see :data:`SHIPPED_FILES`)."""
     if name not in SHIPPED_FILES:
-        raise KeyError(f"no shipped table {name!r}; choose one of {list(SHIPPED_FILES)}")
+        raise UnknownNameError(f"no shipped table {name!r}; choose one of {list(SHIPPED_FILES)}")
     path = _xrv_data_folder() / SHIPPED_FILES[name]
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the installed torchxrayvision; "
+        raise MissingInputError(f"{path} is missing from the installed torchxrayvision; "
                                 "reinstall it (`pip install --force-reinstall torchxrayvision`)")
     return path
 
@@ -88,6 +90,6 @@ def load_shipped_metadata(name: str, *, uncertain: str = "ignore", blank: str = 
     112120
     """
     if name not in MANIFEST_NAMES:
-        raise KeyError(f"load_shipped_metadata reads {list(MANIFEST_NAMES)}, not {name!r} "
+        raise UnknownNameError(f"load_shipped_metadata reads {list(MANIFEST_NAMES)}, not {name!r} "
                        "(use shipped_metadata_path for the other tables)")
     return _load(name, uncertain, blank, bool(frontal_only), int(seed)).copy()

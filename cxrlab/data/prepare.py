@@ -37,11 +37,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrlab.data.cache import Cache, CacheWriter, check_patient_splits
+from cxrlab.data.cache import Cache, CacheError, CacheWriter, check_patient_splits
 from cxrlab.data.readers import get_reader
 from cxrlab.data.readers._base import unit_hash
 from cxrlab.data.readers._image import ImageLoadError
 from cxrlab.data.resize import letterbox, letterbox_mask
+from cxrlab.errors import NotAFolderError, OutputExistsError, RunError, UsageError
 from cxrlab.io import atomic_to_csv, atomic_write_json
 from cxrlab.labels import lesion_bit
 from cxrlab.progress import progress
@@ -110,15 +111,28 @@ def _fingerprint(dataset: str, size: int, options: dict, limit, manifest: pd.Dat
 
 
 def _limit_rows(manifest: pd.DataFrame, limit: int | None, seed: int = 0) -> pd.DataFrame:
-    """The first ``limit`` images in a seeded patient order: whole patients, every split."""
+    """About ``limit`` images, whole patients, with every split in proportion to its share of
+    the full data set (patients in a seeded order within each split). Ordering all patients by
+    the hash that also assigns test/val would put those splits first."""
     if limit is None or limit >= len(manifest):
         return manifest
     if limit < 1:
-        raise ValueError(f"limit must be a positive number of images, got {limit}")
-    order = pd.DataFrame({"u": unit_hash(manifest["patient_id"], seed),
-                          "i": np.arange(len(manifest))}).sort_values(["u", "i"])
-    keep = np.sort(order["i"].to_numpy()[:limit])
-    return manifest.iloc[keep].reset_index(drop=True)
+        raise UsageError(f"limit must be a positive number of images, got {limit}")
+    n = len(manifest)
+    keep = []
+    for split, idx in manifest.groupby("split", sort=True).indices.items():
+        target = max(1, int(round(limit * len(idx) / n)))
+        sub = manifest.iloc[idx]
+        pids = sub["patient_id"].astype(str)
+        sizes = pids.value_counts()
+        order = pd.DataFrame({"pid": sizes.index, "size": sizes.to_numpy(),
+                              "u": unit_hash(pd.Series(sizes.index), seed + 1)})
+        order = order.sort_values(["u", "pid"])
+        before = order["size"].cumsum() - order["size"]       # images taken before this patient
+        chosen = set(order.loc[before < target, "pid"])
+        keep.append(idx[pids.isin(chosen).to_numpy()])
+    rows = np.sort(np.concatenate(keep))
+    return manifest.iloc[rows].reset_index(drop=True)
 
 
 def _clear_cache_files(out: Path) -> None:
@@ -135,7 +149,7 @@ def _open_state(stage: Path, n: int, fp: str, overwrite: bool, out: Path):
         state = json.loads(state_file.read_text())
         if state.get("fingerprint") != fp:
             if not overwrite:
-                raise FileExistsError(
+                raise OutputExistsError(
                     f"{out} holds an unfinished prepare of different input (another data set, "
                     f"size, option or limit: {state.get('description')}); re-run that command "
                     "to finish it, choose another --out, or delete the folder")
@@ -178,8 +192,8 @@ def prepare(dataset: str, root, out, image_size: int = 224, workers: int | None 
 
     ``workers``: processes (None -> every core this process may use, 1 -> in this process).
     ``chunk_size``: images per task (None -> up to 32, small enough to keep every worker
-    busy). ``limit``: only that many images (whole patients in a seeded order, so every split
-    is represented): for a first try. ``reader_options`` go to the reader (e.g.
+    busy). ``limit``: about that many images (whole patients in a seeded order, every split in
+    proportion to its share of the data set): for a first try. ``reader_options`` go to the reader (e.g.
     ``views="PA"`` for NIH, ``uncertain="ones"`` for CheXpert/MIMIC). Returns the finished
     :class:`Cache`.
     """
@@ -187,17 +201,18 @@ def prepare(dataset: str, root, out, image_size: int = 224, workers: int | None 
     reader = get_reader(dataset)
     root, out = Path(root), Path(out)
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file; pass a folder (it will be created)")
+        raise NotAFolderError(f"--out {out} is a file; pass a folder (it will be created)")
     workers = available_cores() if workers is None else int(workers)
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise UsageError(f"workers must be >= 1, got {workers}")
     if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        raise UsageError(f"chunk_size must be >= 1, got {chunk_size}")
 
+    _check_reader_options(dataset, reader, reader_options)
     manifest = reader.read_manifest(root, **reader_options)
     manifest = _limit_rows(manifest, limit)
     if not len(manifest):
-        raise ValueError(f"{dataset}: the reader found no images with these options "
+        raise UsageError(f"{dataset}: the reader found no images with these options "
                          f"({reader_options or 'defaults'}); nothing to prepare")
     check_patient_splits(manifest)
     options = _jsonable(reader_options)
@@ -205,19 +220,37 @@ def prepare(dataset: str, root, out, image_size: int = 224, workers: int | None 
     description = f"{dataset} size={image_size} limit={limit} options={options}"
     n = len(manifest)
 
+    retry = False
     if (out / "meta.json").exists():
-        meta = json.loads((out / "meta.json").read_text())
+        try:
+            meta = json.loads((out / "meta.json").read_text())
+        except ValueError:
+            raise CacheError(f"{out / 'meta.json'} is corrupt (not JSON); delete {out} (or pass "
+                             "--overwrite) and prepare again") from None
         if meta.get("prepare", {}).get("fingerprint") == fp and not overwrite:
-            if (out / STAGING).is_dir():
-                shutil.rmtree(out / STAGING)
-            cache = Cache(out)
-            _say(verbose, f"{out} is already prepared ({len(cache)} images); nothing to do")
-            return cache
-        if not overwrite:
+            n_skipped = int(meta.get("n_skipped") or 0)
+            retry = n_skipped > 0 and _skipped_now_readable(dataset, root, image_size, manifest,
+                                                            out)
+            if not retry:
+                if (out / STAGING).is_dir():
+                    shutil.rmtree(out / STAGING)
+                cache = Cache(out)
+                extra = (f"; {n_skipped} rows are still skipped (missing or unreadable, see "
+                         f"{out / 'skipped.csv'}): add or fix those files and re-run"
+                         if n_skipped else "")
+                _say(verbose, f"{out} is already prepared ({len(cache)} images){extra}; nothing "
+                              "to do")
+                return cache
+            _say(verbose, f"{out}: retrying the {n_skipped} skipped rows (some of their files "
+                          "are readable now); the images already prepared are kept")
+            _seed_stage(out, out / STAGING, manifest, fp, description, image_size,
+                        bool(getattr(reader, "HAS_LESION_MASKS", False)))
+        elif not overwrite:
             what = meta.get("source") or ("synthetic" if meta.get("synthetic") else "unknown")
-            raise FileExistsError(f"{out} already holds a cache ({what}, other input); choose "
+            raise OutputExistsError(f"{out} already holds a cache ({what}, other input); choose "
                                   "another --out or delete it")
-        _clear_cache_files(out)
+        else:
+            _clear_cache_files(out)
 
     stage = out / STAGING
     state_file = _open_state(stage, n, fp, overwrite, out)
@@ -254,7 +287,7 @@ def prepare(dataset: str, root, out, image_size: int = 224, workers: int | None 
     atomic_to_csv(skipped, out / "skipped.csv")
     good = np.flatnonzero(status == OK)
     if not len(good):
-        raise RuntimeError(f"{dataset}: none of the {n} images could be read (see "
+        raise RunError(f"{dataset}: none of the {n} images could be read (see "
                            f"{out / 'skipped.csv'}); is --root the right folder?")
 
     final = manifest.iloc[good].drop(columns=[c for c in manifest.columns if c.startswith("_")])
@@ -264,6 +297,8 @@ def prepare(dataset: str, root, out, image_size: int = 224, workers: int | None 
     meta = {"synthetic": False, "source": dataset, "reader_options": options,
             "resize": RESIZE_NOTE, "n_skipped": int(len(bad)),
             "prepare": {"fingerprint": fp, "description": description, "limit": limit}}
+    if retry:  # unpublish the old cache only now: its good rows are in the staging arrays
+        (out / "meta.json").unlink(missing_ok=True)
     cache = _publish(stage, out, state_file, n, good, image_size, with_masks, final, meta, moved)
 
     counts = skipped["reason"].value_counts().to_dict()
@@ -275,6 +310,76 @@ def prepare(dataset: str, root, out, image_size: int = 224, workers: int | None 
     shutil.rmtree(stage, ignore_errors=True)
     _say(verbose, f"{dataset}: {len(good)} written, {len(bad)} skipped (see skipped.csv) -> {out}")
     return cache
+
+
+def _check_reader_options(dataset: str, reader, options: dict) -> None:
+    """Refuse an option the reader does not take (``--opt colour=red``), naming the ones it does."""
+    import inspect
+
+    params = inspect.signature(reader.read_manifest).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    known = [k for k, p in params.items() if k != "root" and p.kind is not p.VAR_POSITIONAL]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise UsageError(f"{dataset}: unknown reader option(s) {unknown} (--opt KEY=VALUE); "
+                         f"the {dataset} reader takes {known}")
+
+
+def _skipped_now_readable(dataset, root, size, manifest, out: Path) -> bool:
+    """True when at least one row listed in ``out/skipped.csv`` decodes now (files added or
+    fixed since): only those rows are tried, in this process."""
+    try:
+        skipped = pd.read_csv(out / "skipped.csv", dtype=str)
+    except (OSError, ValueError):
+        return True   # no usable list: retry all rows that are not in the cache
+    ids = set(skipped.get("image_id", pd.Series(dtype=str)).astype(str))
+    rows = np.flatnonzero(manifest["image_id"].astype(str).isin(ids).to_numpy())
+    if not len(rows):
+        return False
+    keep = ["image_id", "path"] + [c for c in manifest.columns if c.startswith("_")]
+    records = manifest[keep].to_dict("records")
+    _, _, _, st, _, _ = _process_chunk((dataset, str(root), size,
+                                        [(int(i), records[i]) for i in rows]))
+    return bool((st == OK).any())
+
+
+def _seed_stage(out: Path, stage: Path, manifest, fp: str, description: str, size: int,
+                with_masks: bool) -> None:
+    """A staging cache holding the finished rows of ``out`` at their manifest positions (status
+    OK) and every other row pending, so that the normal resume decodes only the skipped ones."""
+    if stage.is_dir():
+        shutil.rmtree(stage)
+    old = Cache(out)
+    n = len(manifest)
+    pos = pd.Series(np.arange(n), index=manifest["image_id"].astype(str))
+    at = pos.reindex(old.manifest["image_id"].astype(str)).to_numpy()
+    if np.isnan(at.astype(float)).any():
+        raise CacheError(f"{out} holds images that are not in the manifest any more; pass "
+                         "--overwrite to prepare it again")
+    at = at.astype(np.int64)
+    writer = CacheWriter(stage, n, size, lesion_masks=with_masks, resume=False)
+    status = np.lib.format.open_memmap(stage / "status.npy", mode="w+", dtype=np.int8, shape=(n,))
+    shapes = np.lib.format.open_memmap(stage / "shapes.npy", mode="w+", dtype=np.int32,
+                                       shape=(n, 2))
+    status[:] = PENDING
+    src_images = np.load(out / "images.npy", mmap_mode="r")
+    src_masks = np.load(out / "lesion_masks.npy", mmap_mode="r") if with_masks else None
+    for s in range(0, len(at), 1024):
+        rows = at[s:s + 1024]
+        writer.write(0, np.asarray(src_images[s:s + 1024]), rows=rows,
+                     lesion_masks=None if src_masks is None else np.asarray(src_masks[s:s + 1024]))
+    status[at] = OK
+    m = old.manifest
+    if {"orig_height", "orig_width"} <= set(m.columns):
+        shapes[at, 0] = m["orig_height"].to_numpy()
+        shapes[at, 1] = m["orig_width"].to_numpy()
+    writer.flush()
+    status.flush()
+    shapes.flush()
+    del writer, status, shapes, src_images, src_masks
+    atomic_write_json(stage / "state.json", {"fingerprint": fp, "description": description,
+                                             "phase": "decode", "n": n})
 
 
 def _say(verbose: bool, msg: str) -> None:
@@ -361,7 +466,7 @@ def _run_tasks(tasks, workers: int):
                 if nxt is not None:
                     running.add(pool.submit(_process_chunk, nxt))
     except BrokenProcessPool as e:
-        raise RuntimeError("a worker process died (out of memory? try fewer --workers); the "
+        raise RunError("a worker process died (out of memory? try fewer --workers); the "
                            "images written so far are kept: re-run the same command to "
                            "resume") from e
     finally:
@@ -381,7 +486,7 @@ def _publish(stage, out, state_file, n, good, size, with_masks, final, meta, mov
             atomic_write_json(state_file, state)
         writer = CacheWriter(out, n, size, lesion_masks=with_masks, resume=True)
         if not writer.resumed:
-            raise RuntimeError(f"the staged arrays of {out} were lost; delete {out} and re-run")
+            raise RunError(f"the staged arrays of {out} were lost; delete {out} and re-run")
         return writer.finalize(final, meta=meta)
     # some rows were skipped: copy the good ones into a compact cache, chunk by chunk
     src = {name: np.load(stage / f"{name}.npy", mmap_mode="r") for name in arrays}

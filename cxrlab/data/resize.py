@@ -3,7 +3,8 @@
 The course's one resize (documented so that every cache, synthetic or real, means the same):
 
 1. **Intensity to uint8.** 8-bit images are kept as they are. Deeper images (16-bit PNG,
-   DICOM) are windowed: DICOM pixels first go through the modality LUT (RescaleSlope /
+   DICOM) are windowed (after the scaling of step 2, on the downscaled float image: the same
+   window at a fraction of the cost): DICOM pixels first go through the modality LUT (RescaleSlope /
    RescaleIntercept), MONOCHROME1 images are inverted so that bone is bright everywhere, then
    the 0.5th..99.5th percentile range is mapped linearly onto 0..255 (robust to a few hot or
    dead pixels and to burnt-in labels).
@@ -82,7 +83,25 @@ def to_uint8(image: np.ndarray,
 
 
 def letterbox(image: np.ndarray, size: int) -> np.ndarray:
-    """uint8 ``size x size``: longer side scaled to ``size`` (antialiased), zero-padded centred."""
+    """uint8 ``size x size``: longer side scaled to ``size`` (antialiased), zero-padded centred.
+
+    Images deeper than 8 bits are scaled first (in float32) and windowed afterwards: the
+    percentile window of a 3000 px 16-bit PadChest image cost about a second per image at full
+    resolution; on the downscaled image it is a few milliseconds (``cxrlab bench --only
+    resize``)."""
+    a = np.asarray(image)
+    if a.ndim == 2 and a.dtype not in (np.uint8, bool) and a.size:
+        f = a.astype(np.float32, copy=False)
+        if np.isfinite(f).all():
+            g = letterbox_geometry(*f.shape, size)
+            pil = Image.fromarray(f, mode="F")
+            if (g.new_height, g.new_width) != f.shape:
+                pil = pil.resize((g.new_width, g.new_height), Image.Resampling.LANCZOS,
+                                 reducing_gap=2.0)
+            out = np.zeros((size, size), dtype=np.uint8)
+            out[g.top:g.top + g.new_height, g.left:g.left + g.new_width] = \
+                to_uint8(np.asarray(pil, dtype=np.float32))
+            return out
     img = to_uint8(image)
     g = letterbox_geometry(*img.shape, size)
     out = np.zeros((size, size), dtype=np.uint8)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cxrlab.errors import CxrlabError, MissingInputError
 from cxrlab.io import atomic_torch_save
 
 FORMAT = "cxrlab-train-checkpoint"
@@ -33,12 +34,12 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 
-class CheckpointMismatchError(RuntimeError):
-    """``last.pt`` in the output folder belongs to a run with another configuration."""
-
-
-class CheckpointError(RuntimeError):
+class CheckpointError(CxrlabError, RuntimeError):
     """A checkpoint file is unreadable or not a cxrlab training checkpoint."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """``last.pt`` in the output folder belongs to a run with another configuration."""
 
 
 def config_hash(config: dict) -> str:
@@ -98,7 +99,7 @@ def load_checkpoint(path, map_location: Any = "cpu") -> dict:
     """Read a training checkpoint (tensors only; no pickled code is executed)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise MissingInputError(f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - say which file and what to do

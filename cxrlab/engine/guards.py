@@ -12,8 +12,10 @@ import math
 
 import torch
 
+from cxrlab.errors import CxrlabError
 
-class NonFiniteLossError(FloatingPointError):
+
+class NonFiniteLossError(CxrlabError, FloatingPointError):
     """The training loss became NaN or inf."""
 
 

@@ -25,12 +25,14 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from cxrlab.errors import CxrlabError
+
 
 #: the ways a study can score a method (see :attr:`Algorithm.scoring`)
 SCORINGS = ("predict", "probe", "embed_probe")
 
 
-class HParamError(KeyError):
+class HParamError(CxrlabError, KeyError):
     """An algorithm was given a hyper-parameter it does not declare."""
 
     def __str__(self) -> str:  # KeyError would print the message with quotes around it

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrlab.augment import cxr_train_augment
+from cxrlab.errors import UsageError
 from cxrlab.methods.base import Algorithm, resolve_augment
 from cxrlab.methods.registry import register_algorithm
 
@@ -21,7 +22,7 @@ def onehot_cross_entropy(logits: torch.Tensor, onehot: torch.Tensor) -> torch.Te
     """Mean cross-entropy of ``logits [B, K]`` against one-hot ``onehot [B, K]``, over the rows
     without NaN; 0 (with a gradient graph) when no row is labelled."""
     if logits.shape != onehot.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and one-hot labels {tuple(onehot.shape)} "
+        raise UsageError(f"logits {tuple(logits.shape)} and one-hot labels {tuple(onehot.shape)} "
                          "differ in shape; labels need one column per class")
     known = ~torch.isnan(onehot).any(dim=1)
     if not bool(known.any()):
@@ -29,7 +30,7 @@ def onehot_cross_entropy(logits: torch.Tensor, onehot: torch.Tensor) -> torch.Te
     target = onehot[known].to(logits.dtype)
     if not torch.allclose(target.sum(dim=1), torch.ones(len(target), dtype=target.dtype,
                                                         device=target.device)):
-        raise ValueError("softmax_classifier needs one-hot labels (each labelled row sums to 1); "
+        raise UsageError("softmax_classifier needs one-hot labels (each labelled row sums to 1); "
                          "for multi-label findings use 'bce_finetune'")
     return F.cross_entropy(logits[known], target.argmax(dim=1))
 
@@ -50,7 +51,7 @@ class SoftmaxClassifier(Algorithm):
     def __init__(self, backbone, num_labels, hparams=None):
         super().__init__(backbone, num_labels, hparams)
         if self.num_labels < 2:
-            raise ValueError(f"a softmax classifier needs at least two classes, got {self.num_labels}")
+            raise UsageError(f"a softmax classifier needs at least two classes, got {self.num_labels}")
         self.head = nn.Linear(backbone.num_features, self.num_labels)
         self.hparams["augment"] = resolve_augment(self.hparams["augment"])
         self.augmenter = (cxr_train_augment(None, self.hparams["augment"])

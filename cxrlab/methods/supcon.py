@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrlab.augment import TwoViewTransform, cxr_train_augment
+from cxrlab.errors import CxrlabError
 from cxrlab.losses.supcon import SupConLoss
 from cxrlab.methods.base import Algorithm, resolve_augment
 from cxrlab.methods.registry import register_algorithm
@@ -57,7 +58,7 @@ def two_view_features(encoder, head: nn.Module, views: torch.Tensor) -> torch.Te
     return head(feats).reshape(B, V, -1)
 
 
-class PretrainOnlyError(NotImplementedError):
+class PretrainOnlyError(CxrlabError, NotImplementedError):
     """A pre-training method was asked for class predictions."""
 
 

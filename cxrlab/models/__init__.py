@@ -1,6 +1,6 @@
-"""Backbones by name (timm-style registry), with their own input normalisation and Grad-CAM
-layers. See :func:`create_backbone` and :class:`Backbone`."""
-from cxrlab.models.backbone import Backbone, vit_reshape_transform  # noqa: F401
+"""Backbones by name (timm-style registry), with their own input normalisation (Grad-CAM
+layers: :mod:`cxrlab.explain.layers`). See :func:`create_backbone` and :class:`Backbone`."""
+from cxrlab.models.backbone import Backbone  # noqa: F401
 from cxrlab.models.registry import (  # noqa: F401
     create_backbone, describe_backbones, display_name, get_spec, list_backbones, register_backbone,
     stands_in_for, table_order,
@@ -10,5 +10,5 @@ from cxrlab.models.weights import (  # noqa: F401
 )
 
 __all__ = ["Backbone", "create_backbone", "list_backbones", "describe_backbones",
-           "register_backbone", "get_spec", "display_name", "stands_in_for", "table_order", "load_weights_file", "WeightsUnavailableError",
-           "WeightsMismatchError", "vit_reshape_transform"]
+           "register_backbone", "get_spec", "display_name", "stands_in_for", "table_order",
+           "load_weights_file", "WeightsUnavailableError", "WeightsMismatchError"]

@@ -4,8 +4,8 @@ A :class:`Backbone` maps a batch of normalised images to pooled embeddings ``[B,
 knows how *its* inputs must look: :meth:`Backbone.normalize` turns the cache's grayscale uint8
 images into what the network was trained on (3 channels replicated from 1 for ImageNet models,
 the model's own mean/std, a fixed input size for ViTs), so that normalisation happens on the
-device, after the 4x cheaper uint8 copy. And it tells Grad-CAM where to look
-(:attr:`target_layer`, :attr:`reshape_transform`).
+device, after the 4x cheaper uint8 copy. Which layer Grad-CAM reads is not the backbone's
+business: see :mod:`cxrlab.explain.layers`.
 """
 from __future__ import annotations
 
@@ -34,13 +34,11 @@ class Backbone(nn.Module):
     input_size : side of the square input the network was built for.
     fixed_input_size : True when the network only takes ``input_size`` (ViT): :meth:`normalize`
         then resizes other sizes.
-    target_layer_name : dotted path (inside ``model``) of the layer Grad-CAM should use.
     """
 
     def __init__(self, model: nn.Module, *, name: str, num_features: int, in_chans: int,
                  mean: Sequence[float], std: Sequence[float], input_size: int,
-                 target_layer: str, fixed_input_size: bool = False,
-                 reshape_transform: Callable | None = None,
+                 fixed_input_size: bool = False,
                  state_dict_filter: Callable | None = None,
                  weights_id: str = "random-init", hub_hint: str = ""):
         super().__init__()
@@ -55,9 +53,6 @@ class Backbone(nn.Module):
         self.std = tuple(float(s) for s in std)
         self.input_size = int(input_size)
         self.fixed_input_size = bool(fixed_input_size)
-        model.get_submodule(target_layer)  # fail early on a wrong path
-        self.target_layer_name = target_layer
-        self._reshape_transform = reshape_transform
         #: called on a loaded state dict before ``load_state_dict`` (e.g. ViT position-embedding
         #: resampling); see :mod:`cxrlab.models.weights`
         self.state_dict_filter = state_dict_filter
@@ -110,19 +105,6 @@ class Backbone(nn.Module):
         """``forward(normalize(images))``: embeddings straight from cache images."""
         return self.forward(self.normalize(images))
 
-    # ------------------------------------------------------------------ Grad-CAM
-    @property
-    def target_layer(self) -> nn.Module:
-        """The layer whose activations and gradients Grad-CAM combines (last conv stage for CNNs,
-        ``blocks[-1].norm1`` for ViTs)."""
-        return self.model.get_submodule(self.target_layer_name)
-
-    @property
-    def reshape_transform(self) -> Callable | None:
-        """None for CNNs; for ViTs a function tokens [B, N, C] -> maps [B, C, h, w] that drops
-        the class/prefix tokens (pass it to ``pytorch_grad_cam``)."""
-        return self._reshape_transform
-
     # ------------------------------------------------------------------ identity
     @property
     def pretrained(self) -> bool:
@@ -145,19 +127,3 @@ class Backbone(nn.Module):
         return (f"name={self.name!r}, weights={self.weights_id!r}, num_features={self.num_features}, "
                 f"in_chans={self.in_chans}, input_size={self.input_size}")
 
-
-def vit_reshape_transform(num_prefix_tokens: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Grad-CAM reshape for ViTs: tokens [B, N, C] -> [B, C, h, w], dropping the first
-    ``num_prefix_tokens`` (class / register tokens); the patch grid must be square."""
-
-    def reshape(tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.ndim != 3:
-            raise ValueError(f"expected ViT tokens [B, N, C], got shape {tuple(tokens.shape)}")
-        patches = tokens[:, num_prefix_tokens:, :]
-        n = patches.shape[1]
-        side = int(round(n ** 0.5))
-        if side * side != n:
-            raise ValueError(f"cannot reshape {n} patch tokens into a square grid")
-        return patches.reshape(tokens.shape[0], side, side, tokens.shape[2]).permute(0, 3, 1, 2)
-
-    return reshape

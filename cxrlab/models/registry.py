@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from cxrlab.errors import UnknownNameError, UsageError
 from cxrlab.models.backbone import Backbone
 
 
@@ -81,7 +82,7 @@ def get_spec(name: str) -> BackboneSpec:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise KeyError(f"unknown backbone {name!r}.{hint} Known backbones: {list_backbones()}")
+        raise UnknownNameError(f"unknown backbone {name!r}.{hint} Known backbones: {list_backbones()}")
     return _REGISTRY[name]
 
 
@@ -146,10 +147,10 @@ def create_backbone(name: str, pretrained: bool = False, weights=None,
     """
     spec = get_spec(name)
     if weights is None and pretrained and not spec.has_pretrained:
-        raise ValueError(f"backbone {name!r} has no published weights; use pretrained=False "
+        raise UsageError(f"backbone {name!r} has no published weights; use pretrained=False "
                          "(random init) or weights='path/to/your_checkpoint.pth'")
     if image_size is not None and int(image_size) < 16:
-        raise ValueError(f"image_size must be at least 16 px, got {image_size}")
+        raise UsageError(f"image_size must be at least 16 px, got {image_size}")
     image_size = None if image_size is None else int(image_size)
     fetch = bool(pretrained) and weights is None
     with torch.random.fork_rng(devices=[]):

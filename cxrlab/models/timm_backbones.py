@@ -7,7 +7,7 @@ one channel to the three these networks were trained on.
 """
 from __future__ import annotations
 
-from cxrlab.models.backbone import Backbone, vit_reshape_transform
+from cxrlab.models.backbone import Backbone
 from cxrlab.models.registry import register_backbone
 from cxrlab.models.weights import WeightsUnavailableError, unavailable_message
 
@@ -47,9 +47,8 @@ def _weights_id(model) -> str:
     return f"imagenet:{cfg.get('hf_hub_id') or cfg.get('architecture')}"
 
 
-def wrap_timm(model, name: str, pretrained: bool, target_layer: str, input_size: int,
-              fixed_input_size: bool = False, reshape_transform=None,
-              state_dict_filter=None) -> Backbone:
+def wrap_timm(model, name: str, pretrained: bool, input_size: int,
+              fixed_input_size: bool = False, state_dict_filter=None) -> Backbone:
     """Wrap a timm model (built with num_classes=0) as a :class:`Backbone`, with the mean/std
     of its pretrained configuration."""
     cfg = model.pretrained_cfg
@@ -58,33 +57,26 @@ def wrap_timm(model, name: str, pretrained: bool, target_layer: str, input_size:
     if len(mean) != in_chans:  # a 1-channel variant of a 3-channel cfg: average the statistics
         mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
     bb = Backbone(model, name=name, num_features=model.num_features, in_chans=in_chans,
-                  mean=mean, std=std, input_size=input_size, target_layer=target_layer,
-                  fixed_input_size=fixed_input_size, reshape_transform=reshape_transform,
+                  mean=mean, std=std, input_size=input_size,
+                  fixed_input_size=fixed_input_size,
                   state_dict_filter=state_dict_filter, hub_hint=hub_hint(cfg))
     if pretrained:
         bb.weights_id = _weights_id(model)
     return bb
 
 
-def _last_index(seq) -> str:
-    return str(len(seq) - 1)
-
-
 @register_backbone("resnet50", description="ResNet-50 (25M params, 2048-d), timm",
                    display_name="ResNet-50", table_rank=2)
 def resnet50(pretrained: bool = False, image_size: int | None = None, **kw) -> Backbone:
     m = create_timm("resnet50", "resnet50", pretrained, **kw)
-    return wrap_timm(m, "resnet50", pretrained, target_layer=f"layer4.{_last_index(m.layer4)}",
-                     input_size=image_size or 224)
+    return wrap_timm(m, "resnet50", pretrained, input_size=image_size or 224)
 
 
 @register_backbone("efficientnet_b0", description="EfficientNet-B0 (5M params, 1280-d), timm",
                    display_name="EfficientNet-B0", table_rank=1)
 def efficientnet_b0(pretrained: bool = False, image_size: int | None = None, **kw) -> Backbone:
     m = create_timm("efficientnet_b0", "efficientnet_b0", pretrained, **kw)
-    # bn2 = the BatchNorm+SiLU after conv_head: the last spatial activation
-    return wrap_timm(m, "efficientnet_b0", pretrained, target_layer="bn2",
-                     input_size=image_size or 224)
+    return wrap_timm(m, "efficientnet_b0", pretrained, input_size=image_size or 224)
 
 
 def vit_state_dict_filter(sd, model):
@@ -105,9 +97,7 @@ def build_vit(name: str, arch: str, pretrained: bool, image_size: int | None, pa
     m = create_timm(name, arch, pretrained, **kw)
     size = int(m.patch_embed.img_size[0])
     dynamic = bool(getattr(m, "dynamic_img_size", False))
-    return wrap_timm(m, name, pretrained, target_layer=f"blocks.{_last_index(m.blocks)}.norm1",
-                     input_size=size, fixed_input_size=not dynamic,
-                     reshape_transform=vit_reshape_transform(m.num_prefix_tokens),
+    return wrap_timm(m, name, pretrained, input_size=size, fixed_input_size=not dynamic,
                      state_dict_filter=vit_state_dict_filter)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from cxrlab.models.backbone import Backbone, vit_reshape_transform
+from cxrlab.models.backbone import Backbone
 from cxrlab.models.registry import register_backbone
 from cxrlab.models.timm_backbones import vit_state_dict_filter, wrap_timm
 
@@ -43,8 +43,7 @@ def tiny_cnn(pretrained: bool = False, image_size: int | None = None, **kw) -> B
     m = TinyCNN(**kw)
     return Backbone(m, name="tiny_cnn", num_features=m.num_features, in_chans=m.in_chans,
                     mean=TINY_MEAN * m.in_chans, std=TINY_STD * m.in_chans,
-                    input_size=image_size or 64,
-                    target_layer=f"features.{len(m.features) - 1}")
+                    input_size=image_size or 64)
 
 
 @register_backbone("tiny_resnet", description="ResNet with one BasicBlock per stage, widths "
@@ -55,14 +54,13 @@ def tiny_resnet(pretrained: bool = False, image_size: int | None = None, **kw) -
     from timm.models.resnet import BasicBlock, ResNet
 
     kw.setdefault("in_chans", 1)
-    # output_stride 16 keeps a 4x4 map at 64 px for Grad-CAM; zero_init_last=False gives
+    # output_stride 16 keeps a 4x4 map at 64 px for Grad-CAM (cxrlab.explain.layers); zero_init_last=False gives
     # random-init residual branches a non-zero output (richer random features)
     m = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=0, channels=(16, 32, 64, 128),
                stem_width=16, output_stride=16, zero_init_last=False, **kw)
     m.pretrained_cfg = {"architecture": "tiny_resnet", "mean": TINY_MEAN * kw["in_chans"],
                         "std": TINY_STD * kw["in_chans"]}
-    return wrap_timm(m, "tiny_resnet", False, target_layer="layer4.0",
-                     input_size=image_size or 64)
+    return wrap_timm(m, "tiny_resnet", False, input_size=image_size or 64)
 
 
 @register_backbone("tiny_vit", description="ViT with 8-px patches, width 64, depth 2, 2 heads "
@@ -80,7 +78,6 @@ def tiny_vit(pretrained: bool = False, image_size: int | None = None, **kw) -> B
                           num_classes=0, **kw)
     m.pretrained_cfg = {"architecture": "tiny_vit", "mean": TINY_MEAN * kw["in_chans"],
                         "std": TINY_STD * kw["in_chans"]}
-    return wrap_timm(m, "tiny_vit", False, target_layer=f"blocks.{len(m.blocks) - 1}.norm1",
-                     input_size=size, fixed_input_size=not getattr(m, "dynamic_img_size", False),
-                     reshape_transform=vit_reshape_transform(m.num_prefix_tokens),
+    return wrap_timm(m, "tiny_vit", False, input_size=size,
+                     fixed_input_size=not getattr(m, "dynamic_img_size", False),
                      state_dict_filter=vit_state_dict_filter)

@@ -13,16 +13,18 @@ from pathlib import Path
 
 import torch
 
+from cxrlab.errors import CxrlabError, MissingInputError, UsageError
+
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 #: prefixes of classification heads: a backbone has none, so these keys are dropped on load
 HEAD_PREFIXES = ("fc.", "head.", "head_dist.", "classifier.", "last_linear.")
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(CxrlabError, RuntimeError):
     """Published weights could not be fetched (no internet, hub down, blocked)."""
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(CxrlabError, ValueError):
     """A weight file does not fit the backbone (other architecture, other size)."""
 
 
@@ -50,18 +52,18 @@ def resolve_weights_path(weights, name: str) -> Path:
             cand = p / f"{name}{suffix}"
             if cand.is_file():
                 return cand
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"folder {p} holds no weight file for {name!r}: expected one of "
             f"{[name + s for s in WEIGHT_SUFFIXES]}. Put the downloaded file there under that "
             f"name, or pass the file itself as weights=..., or use pretrained=False.")
     if not p.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"weight file {p} does not exist. Pass the path of an existing .safetensors/.pth "
             f"file for {name!r} (for published weights, the error of create_backbone({name!r}, "
             f"pretrained=True) on an offline machine names the file to download), or use "
             f"pretrained=False for random initialisation.")
     if p.suffix not in WEIGHT_SUFFIXES:
-        raise ValueError(f"{p}: unknown weight file type {p.suffix!r}; "
+        raise UsageError(f"{p}: unknown weight file type {p.suffix!r}; "
                          f"use one of {list(WEIGHT_SUFFIXES)}")
     return p
 
@@ -85,7 +87,13 @@ def read_state_dict(path: Path, allow_pickle: bool = False) -> dict[str, torch.T
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as e:  # noqa: BLE001 - SafetensorError, OSError...: truncated or not one
+            raise WeightsMismatchError(
+                f"{path} is not a readable .safetensors file ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200]}); it is probably truncated: download it again, "
+                "or use pretrained=False") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as e:  # pickle errors come in many types

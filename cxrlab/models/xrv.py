@@ -73,7 +73,7 @@ def xrv_densenet121(pretrained: bool = False, image_size: int | None = None, **k
     url = xrv.models.model_urls[XRV_WEIGHTS]["weights_url"]
     bb = Backbone(m, name="xrv_densenet121", num_features=m.num_features, in_chans=1,
                   mean=(0.5,), std=(1 / 2048,), input_size=image_size or 224,
-                  fixed_input_size=True, target_layer="features.norm5", hub_hint=url)
+                  fixed_input_size=True, hub_hint=url)
     # the published files are whole pickled models: loading them needs pickle (trusted source)
     bb.weights_need_pickle = True
     if pretrained:

@@ -158,7 +158,14 @@ def extract_embeddings(backbone, cache, rows: Sequence[int] | None = None, batch
         folder = Path(cache_dir if cache_dir is not None else default_cache_dir())
         path = folder / f"{backbone.name}-{key}.pt"
         if path.exists():
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - truncated/corrupt: many types; recompute
+                import warnings
+
+                warnings.warn(f"embedding cache {path} is unreadable ({type(e).__name__}); "
+                              "recomputing it", stacklevel=2)
+                obj = None
             emb = obj.get("embeddings") if isinstance(obj, dict) else None
             if (isinstance(emb, torch.Tensor) and obj.get("fields") == fields
                     and tuple(emb.shape) == (len(rows), backbone.num_features)):

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxrlab.errors import UsageError
 from cxrlab.losses import balanced_pos_weight, masked_bce_with_logits
 from cxrlab.metrics import masked_auc_macro
 from cxrlab.progress import progress
@@ -71,7 +72,7 @@ def _check_inputs(emb: torch.Tensor, y: torch.Tensor, what: str) -> tuple[torch.
     if y.ndim == 1:
         y = y[:, None]
     if emb.ndim != 2 or len(emb) != len(y):
-        raise ValueError(f"{what}: embeddings {tuple(emb.shape)} and labels {tuple(y.shape)} "
+        raise UsageError(f"{what}: embeddings {tuple(emb.shape)} and labels {tuple(y.shape)} "
                          "must be [n, D] and [n, L] with the same n")
     return emb, y
 
@@ -81,7 +82,7 @@ def _resolve_pos_weight(pos_weight, y: torch.Tensor):
         return None
     if isinstance(pos_weight, str):
         if pos_weight != "balanced":
-            raise ValueError(f"pos_weight must be None, 'balanced' or a tensor, got {pos_weight!r}")
+            raise UsageError(f"pos_weight must be None, 'balanced' or a tensor, got {pos_weight!r}")
         return balanced_pos_weight(y)
     return torch.as_tensor(pos_weight, dtype=torch.float32)
 
@@ -92,7 +93,7 @@ class _HeadTrainer:
     def __init__(self, probe: LinearProbe, y: torch.Tensor, *, epochs: int, lr: float,
                  weight_decay: float, batch_size: int, seed: int, pos_weight):
         if epochs < 1 or batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be positive, got {epochs}, {batch_size}")
+            raise UsageError(f"epochs and batch_size must be positive, got {epochs}, {batch_size}")
         self.probe, self.y = probe, y
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.pos_weight = _resolve_pos_weight(pos_weight, y)
@@ -230,7 +231,7 @@ def train_frozen_probe_epochs(backbone, cache, rows, labels, *, epochs: int = 10
     y = torch.as_tensor(labels, dtype=torch.float32)
     y = y[:, None] if y.ndim == 1 else y
     if len(y) != len(rows):
-        raise ValueError(f"{len(rows)} rows but {len(y)} label rows; pass one label row per image")
+        raise UsageError(f"{len(rows)} rows but {len(y)} label rows; pass one label row per image")
     device = resolve_device(device)
     prec = effective_precision(torch.device(device), precision)
     mean = std = None

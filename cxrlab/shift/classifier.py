@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxrlab.errors import UsageError
 from cxrlab.seeding import seed_everything
 
 #: the backbone the shift measurements train from scratch unless told otherwise
@@ -59,9 +60,9 @@ def _as_image_tensor(images) -> torch.Tensor:
     if t.ndim == 3:
         t = t[:, None]
     if t.ndim != 4 or t.shape[1] != 1:
-        raise ValueError(f"images must be uint8 [n, 1, S, S] (or [n, S, S]), got {tuple(t.shape)}")
+        raise UsageError(f"images must be uint8 [n, 1, S, S] (or [n, S, S]), got {tuple(t.shape)}")
     if t.dtype != torch.uint8:
-        raise ValueError(f"images must be uint8 (as stored in the cache), got {t.dtype}")
+        raise UsageError(f"images must be uint8 (as stored in the cache), got {t.dtype}")
     return t
 
 
@@ -79,11 +80,11 @@ def train_classifier(images, targets: torch.Tensor, *, method: str, names: Seque
 
     x = _as_image_tensor(images)
     if len(x) != len(targets):
-        raise ValueError(f"{len(x)} images but {len(targets)} label rows")
+        raise UsageError(f"{len(x)} images but {len(targets)} label rows")
     if len(x) < 2:
-        raise ValueError("need at least two training images")
+        raise UsageError("need at least two training images")
     if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+        raise UsageError(f"epochs must be >= 1, got {epochs}")
     seed_everything(seed)
     bb = create_backbone(backbone or DEFAULT_BACKBONE, pretrained=False, image_size=x.shape[-1],
                          seed=seed)
@@ -171,7 +172,7 @@ def auc_per_label(y_true: np.ndarray, y_score: np.ndarray,
     if y_true.ndim == 1:
         y_true, y_score = y_true[:, None], y_score[:, None]
     if y_true.shape != y_score.shape:
-        raise ValueError(f"labels {y_true.shape} and scores {y_score.shape} differ in shape")
+        raise UsageError(f"labels {y_true.shape} and scores {y_score.shape} differ in shape")
     names = list(label_names) if label_names is not None else [
         f"label_{j}" for j in range(y_true.shape[1])]
     # AUC only depends on the ranking: the threshold argument is irrelevant here

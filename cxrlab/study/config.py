@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,13 +11,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from cxrlab.errors import CxrlabError, MissingInputError
 from cxrlab.labels import ALL_LABELS, NIH14, defined_labels, get_label_space
 
 #: threshold kinds reported for F1: the fixed 0.5, and per-label F1-optimal on source val
 THRESHOLDS = ("fixed0.5", "tuned_source_val")
 
 
-class StudyError(ValueError):
+class StudyError(CxrlabError, ValueError):
     """A study config is invalid, or an output folder holds a different study."""
 
 
@@ -200,7 +202,7 @@ def load_study_config(config: str | os.PathLike | Mapping | StudyConfig) -> Stud
 
         p = Path(config).expanduser()
         if not p.exists():
-            raise FileNotFoundError(f"study config {p} does not exist (see configs/study_ci.yaml "
+            raise MissingInputError(f"study config {p} does not exist (see configs/study_ci.yaml "
                                     "for an example)")
         where = f"study config {p.name}"
         try:
@@ -251,6 +253,7 @@ def load_study_config(config: str | os.PathLike | Mapping | StudyConfig) -> Stud
 def _check_config(cfg: StudyConfig, where: str) -> None:
     from cxrlab.methods import ALGORITHMS
 
+    _check_values(cfg, where)
     if not cfg.methods:
         raise StudyError(f"{where}: 'methods' is empty; choose from {list(ALGORITHMS)}")
     unknown_hp = sorted(set(cfg.hparams) - set(ALGORITHMS))
@@ -278,7 +281,7 @@ def _check_config(cfg: StudyConfig, where: str) -> None:
                          f"{sorted(_SYNTH_KEYS)}")
     for k in ("epochs", "finetune_epochs", "batch_size", "probe_epochs", "probe_batch_size"):
         v = getattr(cfg, k)
-        if v is not None and (not isinstance(v, int) or v < 1):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise StudyError(f"{where}: {k} must be a positive integer, got {v!r}")
     if cfg.label_spaces is not None:
         for ls in cfg.label_spaces:
@@ -287,6 +290,42 @@ def _check_config(cfg: StudyConfig, where: str) -> None:
             except KeyError as e:
                 raise StudyError(f"{where}: label_spaces: {e.args[0]}") from None
     mask_labels(cfg.mask_source_labels)  # validates
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_values(cfg: StudyConfig, where: str) -> None:
+    """Types and ranges of the scalar settings (a YAML typo fails here, before any data loads)."""
+    for k in ("lr", "probe_lr"):
+        v = getattr(cfg, k)
+        if v is not None and not (_is_number(v) and v > 0):
+            raise StudyError(f"{where}: {k} must be a number > 0 (e.g. 1e-3), got {v!r}; leave it "
+                             "out to use the profile's")
+    for k in ("weight_decay", "probe_weight_decay"):
+        v = getattr(cfg, k)
+        if not (_is_number(v) and v >= 0):
+            raise StudyError(f"{where}: {k} must be a number >= 0, got {v!r}")
+    if cfg.bootstrap is not None and (not isinstance(cfg.bootstrap, int)
+                                      or isinstance(cfg.bootstrap, bool)):
+        raise StudyError(f"{where}: bootstrap must be an integer (0 for no intervals, or the "
+                         f"number of resamples, e.g. 1000), got {cfg.bootstrap!r}")
+    if not isinstance(cfg.embed_batch_size, int) or isinstance(cfg.embed_batch_size, bool) \
+            or cfg.embed_batch_size < 1:
+        raise StudyError(f"{where}: embed_batch_size must be a positive integer, got "
+                         f"{cfg.embed_batch_size!r}")
+    if cfg.pretrained is not None and not isinstance(cfg.pretrained, bool):
+        raise StudyError(f"{where}: pretrained must be true or false (unquoted), got "
+                         f"{cfg.pretrained!r}")
+    if cfg.probe_pos_weight not in (None, "balanced"):
+        raise StudyError(f"{where}: probe_pos_weight must be 'balanced' or left out, got "
+                         f"{cfg.probe_pos_weight!r}")
+    for k in ("name", "description"):
+        if not isinstance(getattr(cfg, k), str):
+            raise StudyError(f"{where}: {k} must be text, got {getattr(cfg, k)!r}")
+    if not cfg.name.strip():
+        raise StudyError(f"{where}: name must not be empty")
 
 
 def mask_labels(spec) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrlab.errors import MissingInputError
 from cxrlab.io import atomic_write_text
 from cxrlab.study.config import THRESHOLDS
 from cxrlab.study.result import STUDY_KIND, StudyResult, load_study
@@ -89,7 +90,9 @@ def _find_studies(root: Path) -> list[Path]:
         try:
             if json.loads(f.read_text()).get("kind") == STUDY_KIND:
                 found.append(f.parent)
-        except (OSError, ValueError):
+        except ValueError:
+            found.append(f.parent)  # truncated: load_study says what is there and what to do
+        except (OSError, AttributeError):
             continue
     return found
 
@@ -104,12 +107,21 @@ def report(results_dir, dpi: int = 90, verbose: bool = True) -> Path:
 
     root = Path(results_dir).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder; pass a study's --out folder or a "
+        raise MissingInputError(f"{root} is not a folder; pass a study's --out folder or a "
                                 "folder holding several")
     studies = [load_study(p) for p in _find_studies(root)]
     if not studies:
-        raise FileNotFoundError(f"no study under {root} (looked for metrics.json written by "
-                                "`cxrlab run CONFIG --out DIR`)")
+        from cxrlab.study.safety import study_inventory
+
+        started = [p.parent.parent.parent for p in root.glob("**/units/*/metrics.json")]
+        if started:  # a study killed before its tables were written
+            where = started[0]
+            raise MissingInputError(
+                f"{where} holds an unfinished study ({study_inventory(where)}): it was stopped "
+                f"before its tables were written; re-run `cxrlab run CONFIG --out {where}` with "
+                "its config (finished units are kept), then `cxrlab report` again")
+        raise MissingInputError(f"no study under {root} ({study_inventory(root)}; looked for "
+                                "metrics.json written by `cxrlab run CONFIG --out DIR`)")
     summaries = []
     for s in studies:
         summ = summarise(s.results)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrlab.errors import MissingInputError
 from cxrlab.study.config import StudyError
 from cxrlab.study.tables import seed000_table, summarise
 
@@ -52,14 +53,35 @@ def load_study(path) -> StudyResult:
     path = Path(path).expanduser()
     f = path / "metrics.json"
     if not f.exists():
-        raise FileNotFoundError(f"{path} holds no study (metrics.json is missing); run "
+        raise MissingInputError(f"{path} holds no study (metrics.json is missing); run "
                                 "`cxrlab run CONFIG --out DIR` first")
-    meta = json.loads(f.read_text())
-    if meta.get("kind") != STUDY_KIND:
+    from cxrlab.study.safety import rerun_hint, study_inventory
+
+    try:
+        meta = json.loads(f.read_text())
+    except ValueError:
+        raise StudyError(f"{f} is truncated or corrupt (not JSON); {study_inventory(path)}. "
+                         f"{rerun_hint(path)}") from None
+    if not isinstance(meta, dict) or meta.get("kind") != STUDY_KIND:
         raise StudyError(f"{path}/metrics.json is not a cxrlab study summary")
-    results = pd.read_csv(path / "results.csv")
+    tables = {}
+    for name in ("results.csv", "per_label.csv"):
+        try:
+            tables[name] = pd.read_csv(path / name)
+        except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError) as e:
+            raise StudyError(f"{path / name} is missing or unreadable ({type(e).__name__}); "
+                             f"{study_inventory(path)}. {rerun_hint(path)}") from None
+        if tables[name].empty:
+            raise StudyError(f"{path / name} has no rows (header only); {study_inventory(path)}. "
+                             f"{rerun_hint(path)}")
+    missing = [k for k in ("name", "synthetic", "config", "profile", "units", "data")
+               if k not in meta]
+    if missing:
+        raise StudyError(f"{f} lacks {missing} (truncated or edited); {study_inventory(path)}. "
+                         f"{rerun_hint(path)}")
+    results = tables["results.csv"]
     results.attrs["synthetic"] = bool(meta["synthetic"])
-    per_label = pd.read_csv(path / "per_label.csv")
+    per_label = tables["per_label.csv"]
     per_label.attrs["synthetic"] = bool(meta["synthetic"])
     return StudyResult(name=meta["name"], out=path, config=meta["config"], profile=meta["profile"],
                        synthetic=bool(meta["synthetic"]), results=results, per_label=per_label,

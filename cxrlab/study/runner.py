@@ -19,6 +19,7 @@ from cxrlab.study.sets import StudyData, load_study_data, source_undefined_label
 from cxrlab.study.scoring import evaluate_predictions
 from cxrlab.study.report import study_markdown, write_study_figures
 from cxrlab.study.result import STUDY_KIND, StudyResult
+from cxrlab.study.safety import check_not_fewer
 from cxrlab.study.tables import RESULT_COLUMNS, summarise
 
 #: part of every unit's config hash: bump it when what a unit stores changes meaning, so that
@@ -113,7 +114,8 @@ class _Runner:
         raise StudyError(
             f"{self.out.name}/units/{unit.name} holds results of a different configuration "
             f"(differences: {'; '.join(diffs[:4]) or 'unknown'}). Write this study to another "
-            f"--out folder, delete that unit folder, or pass overwrite=True to recompute.")
+            f"--out folder, delete that unit folder, or pass --overwrite (overwrite=True) to "
+            "recompute.")
 
     # ------------------------------------------------------------------ models
     def backbone(self, unit: Unit):
@@ -328,11 +330,12 @@ def run_probe_study(config, out, profile=None, seeds: Sequence[int] | None = Non
     _check_config(cfg, "study config")
     prof = _resolve_profile(profile)
     out = Path(out).expanduser()
+    grid = [Unit(a.name, b, s) for a in cfg.arms()
+            for b in (cfg.backbones or prof.backbones) for s in (cfg.seeds or prof.seeds)]
+    check_not_fewer(out, [u.name for u in grid], cfg.name, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     data = load_study_data(cfg, prof, caches=caches, verbose=verbose)
     runner = _Runner(cfg, prof, data, out, overwrite, verbose)
-    grid = [Unit(a.name, b, s) for a in runner.arms.values()
-            for b in (cfg.backbones or prof.backbones) for s in (cfg.seeds or prof.seeds)]
     from cxrlab.models import display_name
 
     unit_rows, long_rows, per_label = [], [], []

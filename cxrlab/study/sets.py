@@ -170,8 +170,14 @@ def load_study_data(cfg: StudyConfig, profile, caches: Mapping | None = None,
     spaces = [get_label_space(s) for s in _label_space_names(cfg, proto)]
     wanted = set().union(*spaces)
     train_labels = [lab for lab in ALL_LABELS if lab in wanted]
-    return StudyData(resolved, train_labels, mask_labels(cfg.mask_source_labels),
+    data = StudyData(resolved, train_labels, mask_labels(cfg.mask_source_labels),
                      cfg.bootstrap_unit)
+    if not any(data.source_defined().values()):
+        raise StudyError(f"no training label is left at the source: mask_source_labels="
+                         f"{cfg.mask_source_labels!r} (and the source's own missing labels) leave "
+                         f"every one of {train_labels} missing, so nothing can be learnt; mask "
+                         "fewer labels or evaluate another label space")
+    return data
 
 
 def source_undefined_labels(data: StudyData) -> list[str]:

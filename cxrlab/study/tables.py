@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlab import metrics as M
+from cxrlab.errors import UnknownNameError
 from cxrlab.study.config import THRESHOLDS
 
 # Method and backbone names shown in tables come from their registries (the arm's ``display``,
@@ -97,7 +98,7 @@ def seed000_table(results: pd.DataFrame, label_space: str = "shared7", domain: s
     sel = summ[(summ["domain"] == domain) & (summ["label_space"] == label_space)
                & (summ["threshold"] == threshold)]
     if sel.empty:
-        raise KeyError(f"no results for domain={domain!r}, label_space={label_space!r}, "
+        raise UnknownNameError(f"no results for domain={domain!r}, label_space={label_space!r}, "
                        f"threshold={threshold!r}; available: domains "
                        f"{sorted(summ['domain'].unique())}, label spaces "
                        f"{sorted(summ['label_space'].unique())}, thresholds {list(THRESHOLDS)}")

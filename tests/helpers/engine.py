@@ -75,4 +75,4 @@ def nobn_backbone() -> Backbone:
         torch.manual_seed(0)
         m = _NoBN()
     return Backbone(m, name="nobn", num_features=16, in_chans=1, mean=(0.5,), std=(0.25,),
-                    input_size=SIZE, target_layer="body.2")
+                    input_size=SIZE)

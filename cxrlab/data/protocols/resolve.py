@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 
 from cxrlab.data.cache import SPLITS, Cache, CacheError
+from cxrlab.data.protocols.query import QueryError, evaluate_query
 from cxrlab.data.protocols.spec import LATERAL_VIEWS, DataSpec, Protocol, ProtocolError
+from cxrlab.errors import UnknownNameError, UsageError
 
 
 @dataclass
@@ -84,7 +86,7 @@ class ResolvedProtocol:
         try:
             return self.targets[name]
         except KeyError:
-            raise KeyError(f"protocol {self.protocol.name!r} has no data set {name!r}; it has "
+            raise UnknownNameError(f"protocol {self.protocol.name!r} has no data set {name!r}; it has "
                            f"{[s.name for s in self]}") from None
 
     def summary(self) -> pd.DataFrame:
@@ -131,16 +133,14 @@ def _base_rows(spec: DataSpec, cache: Cache, split: str | None,
     if spec.domain is not None:
         unknown = sorted(set(spec.domain) - set(cache.domains))
         if unknown:
-            raise KeyError(f"{spec.name}: domain(s) {unknown} are not in {cache.path}; it has "
+            raise UnknownNameError(f"{spec.name}: domain(s) {unknown} are not in {cache.path}; it has "
                            f"{cache.domains}")
         keep &= m["domain"].astype(str).isin(spec.domain).to_numpy()
     if spec.query:
         try:
-            keep &= m.eval(spec.query).to_numpy(dtype=bool)
-        except Exception as e:  # pandas raises many types for a bad expression
-            raise ProtocolError(f"{spec.name}: query {spec.query!r} failed on the manifest of "
-                                f"{cache.path} ({type(e).__name__}: {e}); columns are "
-                                f"{list(m.columns)[:16]}...") from None
+            keep &= evaluate_query(spec.query, m)
+        except QueryError as e:  # never pandas eval: a query must not run code
+            raise ProtocolError(f"{spec.name}: {e} (manifest of {cache.path})") from None
     if spec.frontal_only:
         view = m["view"].astype(str).str.strip().str.upper()
         keep &= ~view.isin(LATERAL_VIEWS).to_numpy()
@@ -189,7 +189,7 @@ def _age_filter(spec: DataSpec, cache: Cache, rows: np.ndarray) -> tuple[np.ndar
     age = pd.to_numeric(cache.manifest["age"].iloc[rows], errors="coerce").to_numpy(float)
     known = ~np.isnan(age)
     if not known.any():
-        raise ValueError(f"{spec.name}: age_rule {spec.age_rule!r} needs ages, but no row of "
+        raise UsageError(f"{spec.name}: age_rule {spec.age_rule!r} needs ages, but no row of "
                          f"{cache.path} has one")
     if spec.age_rule == "above_median":
         med = float(np.median(age[known]))
@@ -298,14 +298,14 @@ def _resolve(protocol: Protocol, data_dir: Path, overrides: dict) -> ResolvedPro
         rows[split] = r
         log += [f"{split}: {x}" for x in lg]
     if len(rows["train"]) == 0:
-        raise ValueError(f"protocol {protocol.name!r}: the source {src.name!r} has no training "
+        raise UsageError(f"protocol {protocol.name!r}: the source {src.name!r} has no training "
                          f"rows in {cache.path} after its filters; check 'domain' / 'query'")
     resolved[src.name] = ResolvedSet(src, cache, rows, ls, log)
     for t in protocol.targets:
         cache = _open(t, data_dir, overrides, opened, protocol.name)
         r, lg = _choose(t, cache, None if t.split == "all" else t.split, ls, resolved, "eval")
         if len(r) == 0:
-            raise ValueError(f"protocol {protocol.name!r}: target {t.name!r} has no rows in "
+            raise UsageError(f"protocol {protocol.name!r}: target {t.name!r} has no rows in "
                              f"{cache.path} after its filters; check 'split' / 'domain' / 'query'")
         resolved[t.name] = ResolvedSet(t, cache, {"eval": r}, ls, lg)
     for s in resolved.values():

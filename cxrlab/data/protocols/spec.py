@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from cxrlab.data.cache import SPLITS
+from cxrlab.errors import CxrlabError, MissingInputError, UnknownNameError
 from cxrlab.labels import get_label_space
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ LATERAL_VIEWS = ("LATERAL", "LL", "RL", "LAT", "LAO", "RAO", "SWIMMERS")
 _PACKAGED_PROTOCOLS = Path(__file__).resolve().parent  # the YAML files beside this code
 
 
-class ProtocolError(ValueError):
+class ProtocolError(CxrlabError, ValueError):
     """A protocol file is malformed (unknown key, wrong type, dangling reference...)."""
 
 
@@ -90,7 +91,7 @@ class Protocol:
         for m in self.members:
             if m.name == name:
                 return m
-        raise KeyError(f"protocol {self.name!r} has no data set {name!r}; it has "
+        raise UnknownNameError(f"protocol {self.name!r} has no data set {name!r}; it has "
                        f"{[m.name for m in self.members]}")
 
     def cache_paths(self, data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
@@ -179,12 +180,16 @@ def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
             cand = d / f"{name_or_path}.yaml"
             if cand.exists():
                 p = cand
+                packaged = _PACKAGED_PROTOCOLS / f"{name_or_path}.yaml"
+                if d != _PACKAGED_PROTOCOLS and packaged.exists():
+                    print(f"protocol {str(name_or_path)!r}: using {cand}, which overrides the "
+                          f"packaged {packaged}")
                 break
         else:
-            raise KeyError(f"no protocol called {str(name_or_path)!r}; known protocols are "
+            raise UnknownNameError(f"no protocol called {str(name_or_path)!r}; known protocols are "
                            f"{list_protocols()} (or pass the path of a YAML file)")
     if not p.exists():
-        raise FileNotFoundError(f"protocol file {p} does not exist")
+        raise MissingInputError(f"protocol file {p} does not exist")
     try:
         raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
@@ -290,6 +295,12 @@ def _member(raw, role: str, where: str, label_space: tuple[str, ...]) -> DataSpe
         kw["domain"] = tuple(doms)
     if raw.get("query") is not None:
         kw["query"] = _str(raw["query"], "query", where)
+        from cxrlab.data.protocols.query import QueryError, parse_query
+
+        try:  # syntax at load time: a query is data (a filter), never code
+            parse_query(kw["query"])
+        except QueryError as e:
+            raise ProtocolError(f"{where}: {e}") from None
     for k in ("frontal_only", "labeled_only", "one_per_patient"):
         if k in raw:
             kw[k] = _bool(raw[k], k, where)

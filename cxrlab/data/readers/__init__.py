@@ -22,6 +22,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from cxrlab.errors import UnknownNameError
+
 #: data set key -> module implementing it
 READERS = {
     "nih": "cxrlab.data.readers.nih",
@@ -40,5 +42,5 @@ def get_reader(name: str) -> ModuleType:
     """The reader module of a data set (``"nih"``, ``"chexpert"``, ``"mimic"``, ``"siim"``...)."""
     key = str(name).lower()
     if key not in READERS:
-        raise KeyError(f"no reader for data set {name!r}; choose one of {list(READERS)}")
+        raise UnknownNameError(f"no reader for data set {name!r}; choose one of {list(READERS)}")
     return importlib.import_module(READERS[key])

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlab.data.cache import check_patient_splits
+from cxrlab.errors import CxrlabError, MissingInputError, NotAFolderError, UsageError
 from cxrlab.labels import ALL_LABELS, defined_labels
 
 MANIFEST_COLUMNS = ("image_id", "patient_id", "split", "domain", "age", "sex", "view", "path")
@@ -27,7 +28,7 @@ FRONTAL_VIEWS = ("PA", "AP")
 DOWNLOAD_HINT = "see data_download/README.md in the course repository for how to get it"
 
 
-class DataLayoutError(ValueError):
+class DataLayoutError(CxrlabError, ValueError):
     """A data set's files are there but do not look like the official release."""
 
 
@@ -35,11 +36,11 @@ def require_root(root: str | os.PathLike, dataset: str) -> Path:
     """The data set's root folder as a Path, or a FileNotFoundError that says what to do."""
     root = Path(root).expanduser()
     if not root.exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{dataset}: the data folder {root} does not exist; pass --root the folder that "
             f"holds the data set as downloaded ({DOWNLOAD_HINT})")
     if not root.is_dir():
-        raise NotADirectoryError(f"{dataset}: --root {root} is a file; pass the folder that "
+        raise NotAFolderError(f"{dataset}: --root {root} is a file; pass the folder that "
                                  "holds the data set")
     return root
 
@@ -53,7 +54,7 @@ def find_file(root: Path, candidates: Sequence[str], dataset: str, what: str) ->
                 return hits[0]
         elif (root / cand).is_file():
             return root / cand
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"{dataset}: {what} not found; expected {' or '.join(repr(c) for c in candidates)} "
         f"under {root}. Download the official release ({DOWNLOAD_HINT}) and pass its top "
         "folder as --root")
@@ -78,7 +79,7 @@ def read_table(path: Path, required: Iterable[str], dataset: str, **kwargs) -> p
 
 def check_choice(name: str, value, choices: Sequence) -> None:
     if value not in choices:
-        raise ValueError(f"unknown {name}={value!r}; choose one of {list(choices)}")
+        raise UsageError(f"unknown {name}={value!r}; choose one of {list(choices)}")
 
 
 def normalise_views(views, known: Sequence[str] | None = None) -> tuple[str, ...] | None:
@@ -89,11 +90,11 @@ def normalise_views(views, known: Sequence[str] | None = None) -> tuple[str, ...
         views = [v for v in views.replace(";", ",").split(",")]
     out = tuple(str(v).strip().upper() for v in views if str(v).strip())
     if not out:
-        raise ValueError("views is empty; pass None for all views or e.g. ('PA', 'AP')")
+        raise UsageError("views is empty; pass None for all views or e.g. ('PA', 'AP')")
     if known is not None:
         unknown = sorted(set(out) - set(known))
         if unknown:
-            raise ValueError(f"unknown view(s) {unknown}; this data set has {sorted(known)}")
+            raise UsageError(f"unknown view(s) {unknown}; this data set has {sorted(known)}")
     return out
 
 
@@ -115,7 +116,7 @@ def patient_split(patient_ids: pd.Series, val_fraction: float = 0.1, test_fracti
     of patients, not images.
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be "
+        raise UsageError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be "
                          "in [0, 1) and sum to less than 1")
     pids = patient_ids.astype(str)
     uniq = pd.unique(pids).tolist()

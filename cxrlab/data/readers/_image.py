@@ -11,15 +11,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cxrlab.errors import CxrlabError, MissingInputError
 
-class ImageLoadError(RuntimeError):
+
+class ImageLoadError(CxrlabError, RuntimeError):
     """A file exists but cannot be decoded as an image."""
 
 
 def _require(path: Path) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image file {path} is missing")
+        raise MissingInputError(f"image file {path} is missing")
     return path
 
 

@@ -15,7 +15,8 @@ by a consensus of three radiologists, no uncertain labels) becomes ``test``, and
 is split patient-wise into ``train`` / ``val`` by a seeded hash of the patient id
 (``val_fraction`` of patients, default 10 %).
 
-**Views.** ``frontal_only=True`` (default) keeps frontal images (view = the ``AP/PA`` column);
+**Views.** ``frontal_only=True`` (default) keeps frontal images (view = the ``AP/PA`` column,
+or ``FRONTAL`` for the frontal images whose ``AP/PA`` says LL/RL or is blank: kept, not lateral);
 with ``frontal_only=False`` laterals are kept with view ``LATERAL``. ``views=("PA",)`` filters
 further.
 
@@ -47,6 +48,7 @@ from cxrlab.data.readers._base import (DataLayoutError, check_choice, clean_uppe
                                        finish_manifest, normalise_views, parse_age, parse_sex,
                                        patient_split, read_table, require_root)
 from cxrlab.data.readers._image import load_raster
+from cxrlab.errors import UsageError
 from cxrlab.labels import LABEL_MAP
 
 NAME = "chexpert"
@@ -72,13 +74,13 @@ def apply_label_policies(raw: pd.DataFrame, label_map: dict[str, str], uncertain
     elif isinstance(uncertain, dict):
         unknown = sorted(set(uncertain) - set(canon))
         if unknown:
-            raise ValueError(f"uncertain policy given for unknown label(s) {unknown}; "
+            raise UsageError(f"uncertain policy given for unknown label(s) {unknown}; "
                              f"labels are {canon}")
         for v in uncertain.values():
             check_choice("uncertain", v, UNCERTAIN_POLICIES)
         per_label = {c: uncertain.get(c, "ignore") for c in canon}
     else:
-        raise ValueError(f"uncertain must be one of {list(UNCERTAIN_POLICIES)} or a dict "
+        raise UsageError(f"uncertain must be one of {list(UNCERTAIN_POLICIES)} or a dict "
                          f"label -> policy, got {uncertain!r}")
     out = {}
     for raw_name, label in label_map.items():
@@ -123,7 +125,10 @@ def parse_table(table: pd.DataFrame, *, uncertain="ignore", blank: str = "zeros"
         "domain": domain,
         "age": parse_age(table["Age"]).to_numpy(),
         "sex": parse_sex(table["Sex"]).to_numpy(),
-        "view": np.where(frontal, ap_pa.to_numpy(dtype=object), "LATERAL"),
+        # a frontal image whose AP/PA says LL/RL (or nothing) is still frontal: "FRONTAL", so
+        # that no lateral filter (LL/RL are lateral names elsewhere) drops it
+        "view": np.where(frontal, np.where(ap_pa.isin(["AP", "PA"]).to_numpy(),
+                                           ap_pa.to_numpy(dtype=object), "FRONTAL"), "LATERAL"),
         "path": path.to_numpy(),
     })
     labels = apply_label_policies(table, LABEL_MAP["chexpert"], uncertain, blank)

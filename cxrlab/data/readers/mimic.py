@@ -35,6 +35,7 @@ from cxrlab.data.readers._base import (DataLayoutError, FRONTAL_VIEWS, clean_upp
                                        require_root)
 from cxrlab.data.readers._image import load_raster
 from cxrlab.data.readers.chexpert import apply_label_policies
+from cxrlab.errors import MissingInputError
 from cxrlab.labels import LABEL_MAP
 
 NAME = "mimic"
@@ -99,7 +100,7 @@ def read_manifest(root, *, uncertain="ignore", blank: str = "zeros", frontal_onl
         pfile = hits[0] if hits else None
     if pfile is not None:
         if not pfile.is_file():
-            raise FileNotFoundError(f"mimic: patients_csv {pfile} does not exist (it is MIMIC-IV's "
+            raise MissingInputError(f"mimic: patients_csv {pfile} does not exist (it is MIMIC-IV's "
                                     "hosp/patients.csv.gz)")
         pat = read_table(pfile, ("subject_id", "gender", "anchor_age"), NAME)
         pat = pat.assign(patient_id=pat["subject_id"].astype(str)).drop_duplicates("patient_id")

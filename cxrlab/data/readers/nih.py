@@ -127,9 +127,12 @@ def read_manifest(root, *, views=None, val_fraction: float = 0.1, seed: int = 0,
     df = parse_data_entry(table, domain=domain)
     if split == "official":
         train_val = _read_list(find_file(root, ("train_val_list.txt",), NAME,
-                                         "the official split list train_val_list.txt"))
+                                         "the official split list train_val_list.txt (without "
+                                         "the list files pass --opt split=hash for a "
+                                         "patient-wise split)"))
         test = _read_list(find_file(root, ("test_list.txt",), NAME,
-                                    "the official split list test_list.txt"))
+                                    "the official split list test_list.txt (without the list "
+                                    "files pass --opt split=hash for a patient-wise split)"))
         both = sorted(train_val & test)
         if both:
             raise DataLayoutError(f"nih: {len(both)} image(s) are in both train_val_list.txt and "

@@ -13,7 +13,7 @@ Expected under ``root``::
   Atelectasis). A mapped finding not in the list is 0, like NIH's text-mined labels; labels
   PadChest has no term for (Lung_Opacity, Support_Devices, ...) are NaN. Rows labelled
   ``exclude`` (images the PadChest authors flagged as unsuitable) are dropped; rows without a
-  label list are kept with every label NaN. ``label_source`` says whether a physician or the
+  label list, or with an empty one (``['']``), are kept with every label NaN. ``label_source`` says whether a physician or the
   authors' RNN labelled the report (``MethodLabel``).
 * **Views** from ``Projection``: PA, AP, ``AP_SUPINE`` (PadChest's AP_horizontal: bed-bound
   patients), LATERAL, COSTAL (rib views). ``frontal_only=True`` (default) keeps PA, AP and
@@ -64,7 +64,8 @@ def _terms(text) -> frozenset | None:
         items = ast.literal_eval(str(text))
     except (ValueError, SyntaxError):
         raise DataLayoutError(f"padchest: cannot parse Labels value {str(text)[:80]!r}") from None
-    return frozenset(str(x).strip().lower() for x in items if str(x).strip())
+    terms = frozenset(str(x).strip().lower() for x in items if str(x).strip())
+    return terms or None  # "['']" or "[]": the report was not labelled -> every label missing
 
 
 def parse_table(table: pd.DataFrame, *, frontal_only: bool = True,

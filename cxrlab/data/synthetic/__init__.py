@@ -12,7 +12,7 @@ Modules: :mod:`.labels_prior` (NIH label combinations), :mod:`.hospitals` (the t
 Everything here is synthetic: results on it say how methods behave under *these* shifts,
 not how they perform on patients.
 """
-from .generator import BLOCK, GENERATOR_VERSION, MIN_SIZE, SynthBatch, generate
+from .generator import BLOCK, GENERATOR_VERSION, MIN_SIZE, SynthBatch, generate, shortcut_masks
 from .hospitals import HOSPITALS, SOURCE, HospitalSpec, get_hospital, hospital_table, \
     hospital_table_markdown
 from .labels_prior import build_label_prior, load_label_prior
@@ -20,11 +20,12 @@ from .labels_prior import build_label_prior, load_label_prior
 __all__ = ["BLOCK", "GENERATOR_VERSION", "MIN_SIZE", "SynthBatch", "generate", "HOSPITALS", "SOURCE", "HospitalSpec",
            "get_hospital", "hospital_table", "hospital_table_markdown", "build_label_prior",
            "load_label_prior", "write_synthetic_cache", "ensure_synthetic_cache",
-           "synthetic_cache_matches"]
+           "synthetic_cache_matches", "cache_shortcut_masks", "shortcut_masks"]
 
 
 def __getattr__(name):
-    if name in ("write_synthetic_cache", "ensure_synthetic_cache", "synthetic_cache_matches"):
+    if name in ("write_synthetic_cache", "ensure_synthetic_cache", "synthetic_cache_matches",
+                "cache_shortcut_masks"):
         from . import writer
 
         return getattr(writer, name)

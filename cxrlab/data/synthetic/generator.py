@@ -323,3 +323,33 @@ def _render(spec: HospitalSpec, d: dict, rows: np.ndarray, size: int, internal: 
     acq.burn_text(img, spec.marker, spec.marker_corner, d["marker_jitter"][rows])
     acq.burn_text(img, spec.text, spec.text_corner, d["text_jitter"][rows])
     return img, lung.astype(np.uint8), lesion
+
+
+def shortcut_masks(spec: HospitalSpec, seed: int, block: int, count: int, size: int,
+                   shortcut: bool = True, dilate: int = 1) -> np.ndarray:
+    """Where the shortcut marker (the chest drain) is drawn: uint8 [count, S, S], 1 on the drain.
+
+    Caches store lung and lesion masks but not this one; it is redrawn here from the same
+    random draws as :func:`render_block` (same spec, seed, block), so it matches the cached
+    image exactly. Images without the marker (or ``shortcut=False``) get an empty mask.
+    ``dilate`` grows the mask by that many pixels to cover the blur of the acquisition.
+    """
+    d = _draw_block(spec, seed, block, shortcut)
+    internal = max(16, int(round(size * spec.resolution)))
+    out = np.zeros((count, size, size), np.uint8)
+    idx = np.flatnonzero(d["marker"][:count])
+    if not len(idx):
+        return out
+    p = _take(d["p"], idx)
+    geo = lung_geometry(p, internal)
+    px = (2.0 / (internal * p["sx"]))[:, None, None].astype(F32)
+    drain = acq.chest_drain(geo.u, geo.v, geo.lung, d["drain_side"][idx], p["lw"],
+                            d["drain_start"][idx], px) > 0.03
+    if internal != size:
+        drain = acq.upsample(drain.astype(np.uint8), size, smooth=False) > 0
+    if dilate > 0:
+        from scipy.ndimage import binary_dilation
+
+        drain = binary_dilation(drain, structure=np.ones((1, 3, 3), bool), iterations=int(dilate))
+    out[idx] = drain
+    return out

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, fields
 
 import pandas as pd
 
+from cxrlab.errors import UnknownNameError, UsageError
 from cxrlab.labels import NIH14
 
 #: Severity (0..1) from which every hospital calls a finding positive; a hospital's
@@ -74,20 +75,20 @@ class HospitalSpec:
         for table in (self.prevalence_factor, self.borderline):
             unknown = sorted(set(table) - set(NIH14))
             if unknown:
-                raise KeyError(f"hospital {self.name!r}: unknown label name(s) {unknown}; "
+                raise UnknownNameError(f"hospital {self.name!r}: unknown label name(s) {unknown}; "
                                f"known labels are {list(NIH14)}")
         if self.shortcut_label not in NIH14:
-            raise KeyError(f"hospital {self.name!r}: unknown shortcut label "
+            raise UnknownNameError(f"hospital {self.name!r}: unknown shortcut label "
                            f"{self.shortcut_label!r}; known labels are {list(NIH14)}")
         for name, t in self.borderline.items():
             if not MIN_SEVERITY <= t < 1:
-                raise ValueError(f"hospital {self.name!r}: borderline threshold for {name} must "
+                raise UsageError(f"hospital {self.name!r}: borderline threshold for {name} must "
                                  f"be in [{MIN_SEVERITY}, 1), got {t}")
         if not 0 < self.resolution <= 1:
-            raise ValueError(f"hospital {self.name!r}: resolution must be in (0, 1]")
+            raise UsageError(f"hospital {self.name!r}: resolution must be in (0, 1]")
         for corner in (self.marker_corner, self.text_corner):
             if corner not in ("tl", "tr", "bl", "br"):
-                raise ValueError(f"hospital {self.name!r}: corner must be tl/tr/bl/br, got {corner!r}")
+                raise UsageError(f"hospital {self.name!r}: corner must be tl/tr/bl/br, got {corner!r}")
 
     @property
     def key(self) -> int:
@@ -161,7 +162,7 @@ def get_hospital(name: str | HospitalSpec) -> HospitalSpec:
     try:
         return HOSPITALS[name]
     except (KeyError, TypeError):
-        raise KeyError(f"unknown hospital {name!r}; known hospitals are {list(HOSPITALS)}") from None
+        raise UnknownNameError(f"unknown hospital {name!r}; known hospitals are {list(HOSPITALS)}") from None
 
 
 def hospital_table(hospitals=None) -> pd.DataFrame:
@@ -212,7 +213,7 @@ def update_docs(path=None) -> bool:
     path = Path(path) if path else Path(__file__).resolve().parents[3] / "docs" / "synthetic_hospitals.md"
     text = path.read_text()
     if DOCS_START not in text or DOCS_END not in text:
-        raise ValueError(f"{path} lacks the markers {DOCS_START.strip()} ... {DOCS_END}")
+        raise UsageError(f"{path} lacks the markers {DOCS_START.strip()} ... {DOCS_END}")
     head, rest = text.split(DOCS_START, 1)
     _, tail = rest.split(DOCS_END, 1)
     new = head + DOCS_START + hospital_table_markdown() + DOCS_END + tail

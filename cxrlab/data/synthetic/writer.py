@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlab.data.cache import Cache, CacheWriter
+from cxrlab.errors import NotAFolderError, OutputExistsError, UsageError
 from cxrlab.labels import NIH14
 from cxrlab.progress import progress
 
@@ -46,22 +47,22 @@ def write_synthetic_cache(out: str | os.PathLike, hospitals: Sequence[str] | Non
         names = [hospitals]
     specs = [get_hospital(h) for h in names]
     if len(set(names)) != len(names):
-        raise ValueError(f"hospital names repeat in {names}")
+        raise UsageError(f"hospital names repeat in {names}")
     if not specs:
-        raise ValueError("no hospitals given; pass at least one of " + ", ".join(HOSPITALS))
+        raise UsageError("no hospitals given; pass at least one of " + ", ".join(HOSPITALS))
     check_request(n_per_hospital, image_size, seed)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        raise UsageError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"cannot write a cache to {out}: it is a file, not a folder; "
+        raise NotAFolderError(f"cannot write a cache to {out}: it is a file, not a folder; "
                                  "pass a folder path (it will be created)")
     request = {"generator_version": GENERATOR_VERSION, "hospitals": names, "n_per_hospital": int(n_per_hospital),
                "image_size": int(image_size), "seed": int(seed), "shortcut": bool(shortcut),
                "params": {s.name: _jsonable(dataclasses.asdict(s)) for s in specs}}
     if (out / "meta.json").exists():
         if not overwrite:
-            raise FileExistsError(f"{out} already holds a cache; pass overwrite=True "
+            raise OutputExistsError(f"{out} already holds a cache; pass overwrite=True "
                                   "(`cxrlab data synth --overwrite`) to replace it, or choose "
                                   "another folder")
     resume = not overwrite and _same_request(out, request)
@@ -178,3 +179,36 @@ def _same_request(out: Path, request: dict) -> bool:
         return json.loads(f.read_text()) == json.loads(json.dumps(request, sort_keys=True))
     except (OSError, ValueError):
         return False
+
+
+def cache_shortcut_masks(cache: Cache, rows: Sequence[int], dilate: int = 1) -> np.ndarray:
+    """Shortcut (chest-drain) masks of synthetic cache rows: uint8 [len(rows), S, S].
+
+    Redrawn from the cache's own request (hospitals, seed, size, shortcut) by
+    :func:`~cxrlab.data.synthetic.generator.shortcut_masks`; all zeros for a cache written
+    without ``shortcut=True``. Raises ValueError for a cache that is not synthetic or was drawn
+    by another generator version (its drains could differ)."""
+    from .generator import shortcut_masks
+
+    meta = cache.meta
+    if not meta.get("synthetic"):
+        raise ValueError(f"{cache.path}: not a synthetic "
+                         "cache; only synthetic images have a known shortcut region")
+    if meta.get("generator_version") != GENERATOR_VERSION:
+        raise ValueError(f"cache drawn by generator version {meta.get('generator_version')}, "
+                         f"this is {GENERATOR_VERSION}: redraw it (ensure_synthetic_cache)")
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    n, size = int(meta["n_per_hospital"]), int(cache.image_size)
+    if rows.size and (rows.min() < 0 or rows.max() >= n * len(meta["hospitals"])):
+        raise IndexError(f"rows must lie in 0..{n * len(meta['hospitals']) - 1}")
+    out = np.zeros((len(rows), size, size), np.uint8)
+    h, within = rows // n, rows % n
+    b, q = within // BLOCK, within % BLOCK
+    for key in sorted(set(zip(h.tolist(), b.tolist()))):
+        sel = np.flatnonzero((h == key[0]) & (b == key[1]))
+        spec = get_hospital(meta["hospitals"][key[0]])
+        count = min(BLOCK, n - key[1] * BLOCK)
+        masks = shortcut_masks(spec, int(meta["seed"]), key[1], count, size,
+                               bool(meta["shortcut"]), dilate=dilate)
+        out[sel] = masks[q[sel]]
+    return out
