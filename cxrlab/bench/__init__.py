@@ -21,6 +21,7 @@ GROUPS = {
     "supcon": "cxrlab.bench.supcon",
     "resize": "cxrlab.bench.resize",
     "cam": "cxrlab.bench.cam",
+    "masking": "cxrlab.bench.masking",
 }
 
 

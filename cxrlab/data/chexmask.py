@@ -332,3 +332,63 @@ def add_lung_masks(cache_dir, chexmask_csv, dataset: str, *, min_dice: float | N
                       f"below Dice RCA {min_dice}, {report['empty']} empty); they are marked "
                       "has_lung_mask = 0", stacklevel=2)
     return report
+
+
+def lung_masks_from_duplicates(cache_dir, donor, *, threshold: float = 0.98,
+                               overwrite: bool = False) -> dict:
+    """Give a cache lung masks copied from another cache that holds the *same images* with
+    masks: SIIM-ACR from NIH ChestX-ray14 + CheXmask.
+
+    SIIM-ACR's images are NIH ChestX-ray14 images renamed with DICOM UIDs, and CheXmask has no
+    SIIM masks. So each image of ``cache_dir`` is matched by content to ``donor`` (a cache of
+    the same image size, with lung masks, e.g. an NIH cache after :func:`add_lung_masks`) with
+    the thumbnail fingerprint of :func:`cxrlab.data.protocols.match_duplicates`, and takes its
+    match's mask. Both caches letterbox the same square 1024-px originals to the same size, so
+    the masks line up. Rows without a match above ``threshold``, or whose match has no usable
+    mask (``has_lung_mask = 0`` in the donor), get an all-zero mask and ``has_lung_mask = 0``.
+
+    Returns ``{"n", "with_mask", "no_match", "donor_without_mask"}``.
+    """
+    from cxrlab.data.protocols.resolve import match_duplicates
+    from cxrlab.io import atomic_to_csv, atomic_write_json
+
+    cache = Cache(cache_dir)
+    donor = donor if isinstance(donor, Cache) else Cache(donor)
+    path = cache.path
+    if donor.lung_masks is None:
+        raise CacheError(f"{donor.path} has no lung masks to copy; add them first "
+                         "(cxrlab.data.chexmask.add_lung_masks)")
+    if donor.image_size != cache.image_size:
+        raise CacheError(f"{path} has {cache.image_size}-px images but {donor.path} has "
+                         f"{donor.image_size}-px ones; prepare both at the same size")
+    if cache.lung_masks is not None and not overwrite:
+        raise FileExistsError(f"{path} already has lung masks; pass overwrite=True to replace them")
+    rows = np.arange(len(cache))
+    has = (donor.manifest["has_lung_mask"].to_numpy(dtype=bool) if "has_lung_mask" in
+           donor.manifest.columns else np.asarray(donor.lung_masks).reshape(len(donor), -1).any(1))
+    match, sim = match_duplicates(cache, rows, donor, np.arange(len(donor)), threshold)
+    usable = (match >= 0) & has[np.maximum(match, 0)]
+    masks = np.zeros((len(cache), cache.image_size, cache.image_size), np.uint8)
+    if usable.any():
+        src = match[usable]
+        order = np.argsort(src)
+        got = np.asarray(donor.lung_masks[src[order]])
+        masks[np.flatnonzero(usable)[order]] = got
+    tmp = path / "lung_masks.partial.npy"
+    np.save(tmp, masks)
+    os.replace(tmp, path / "lung_masks.npy")
+    manifest = cache.manifest.copy()
+    manifest["has_lung_mask"] = usable.astype(np.int8)
+    manifest["lung_mask_match_similarity"] = sim
+    atomic_to_csv(manifest, path / "manifest.csv")
+    meta = json.loads((path / "meta.json").read_text())
+    meta["arrays"] = sorted(set(meta.get("arrays", [])) | {"lung_masks"})
+    meta["has_lung_masks"] = True
+    meta["lung_mask_source"] = {"name": "duplicates", "donor": str(donor.path),
+                                "donor_source": donor.meta.get("lung_mask_source"),
+                                "threshold": float(threshold)}
+    report = {"n": len(cache), "with_mask": int(usable.sum()), "no_match": int((match < 0).sum()),
+              "donor_without_mask": int(((match >= 0) & ~usable).sum())}
+    meta["lung_masks_missing"] = report["n"] - report["with_mask"]
+    atomic_write_json(path / "meta.json", meta)
+    return report

@@ -236,6 +236,7 @@ class _Run:
             raise ValueError(f"the training labels have {width} columns but the algorithm was "
                              f"built for num_labels={algorithm.num_labels}; build it with "
                              f"num_labels={width} (the size of the label space)")
+        algorithm.prepare_data(self.batches)  # e.g. the masking methods' masks: errors before step 1
         self.sampler = EpochBatchSampler(len(self.batches), cfg.batch_size, cfg.seed,
                                          self.info.rank, self.info.world_size)
         self.steps_per_epoch = len(self.sampler)

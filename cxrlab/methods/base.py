@@ -172,6 +172,11 @@ class Algorithm(nn.Module):
         return self.backbone(self.prepare_images(images))
 
     # ------------------------------------------------------------------ the contract
+    def prepare_data(self, batches) -> None:
+        """Called by :func:`cxrlab.engine.fit` once before training with the wrapped training
+        data (:mod:`cxrlab.engine.batching`): check it and precompute what the steps need (the
+        masking methods build their mask tables here). Default: nothing."""
+
     def training_step(self, batch: dict, step: int) -> dict:
         """One step's loss: return ``{"loss": scalar tensor, other_name: float or 0-d tensor}``.
         The other entries are averaged per epoch into the training history."""

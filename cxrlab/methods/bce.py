@@ -109,10 +109,12 @@ class BCEFinetune(_BCEBase):
         if not scale > 0:
             raise ValueError(f"backbone_lr_scale must be > 0, got {scale} (to freeze the "
                              "backbone, use the 'bce_probe' algorithm)")
-        self.hparams["augment"] = resolve_augment(self.hparams["augment"])
+        # subclasses without an "augment" hyper-parameter (the masking methods) train without
+        augment = resolve_augment(self.hparams.get("augment", "none"))
+        if "augment" in self.hparams:
+            self.hparams["augment"] = augment
         # no parameters or buffers: draws from torch's RNG, which checkpoints save and restore
-        self.augmenter = (cxr_train_augment(None, self.hparams["augment"])
-                          if self.hparams["augment"] != "none" else None)
+        self.augmenter = cxr_train_augment(None, augment) if augment != "none" else None
 
     def param_groups(self, lr: float) -> list[dict]:
         bb = [p for p in self.backbone.parameters() if p.requires_grad]

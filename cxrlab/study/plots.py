@@ -288,3 +288,84 @@ def plot_study_comparison(summary: pd.DataFrame, metric: str = "auc_macro",
         ax.legend(fontsize=6, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------ masking methods (seed 002)
+def plot_masks(images: np.ndarray, masks: dict, titles: Sequence[str] | None = None,
+               synthetic: bool = True):
+    """The same images with each kind of mask over them: one row per image, one column per
+    mask kind (``masks``: kind -> uint8 [n, S, S], e.g. from
+    :func:`cxrlab.methods.mask_guided.compute_allowed`); the allowed region in colour, the
+    rest dimmed. Returns the Figure."""
+    plt = _plt()
+    images = np.asarray(images)
+    if images.ndim == 4:
+        images = images[:, 0]
+    n, kinds = len(images), list(masks)
+    for k, m in masks.items():
+        if np.asarray(m).reshape(-1, *images.shape[-2:]).shape[0] != n:
+            raise ValueError(f"mask {k!r} has {len(m)} images, the images {n}")
+    fig, axes = plt.subplots(n, len(kinds) + 1, figsize=(1.9 * (len(kinds) + 1), 1.9 * n),
+                             squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(images[i], cmap="gray", vmin=0, vmax=255)
+        axes[i, 0].set_ylabel(titles[i] if titles is not None else f"image {i}", fontsize=8)
+        for j, k in enumerate(kinds):
+            m = np.asarray(masks[k]).reshape(n, *images.shape[-2:])[i] != 0
+            ax = axes[i, j + 1]
+            ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
+            ax.imshow(np.ma.masked_where(m, np.ones_like(m, float)), cmap="gray_r", alpha=0.55,
+                      vmin=0, vmax=1)
+            ax.imshow(np.ma.masked_where(~m, np.ones_like(m, float)), cmap="autumn", alpha=0.35)
+            ax.set_title(f"{k}\n{100 * m.mean():.0f}% of image" if i == 0 else
+                         f"{100 * m.mean():.0f}%", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(("SYNTHETIC: " if synthetic else "") + "allowed regions (coloured) per mask kind",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lambda_curve(results: pd.DataFrame, lambdas: dict, metric: str = "auc_macro",
+                      label_space: str | None = None, threshold: str = "tuned_source_val"):
+    """The lambda trade-off: AUROC (mean and 95 % interval over seeds) against lambda, one line
+    per evaluation set (the in-domain source test dashed). ``lambdas``: arm name -> its lambda
+    (0 for the ERM arm, drawn at the left edge of the log axis). Returns the Figure."""
+    from cxrlab.study.tables import _auc_rows, summarise
+
+    plt = _plt()
+    sel = _auc_rows(results, metric, label_space, threshold)
+    missing = [a for a in lambdas if a not in set(sel["method"])]
+    if missing:
+        from cxrlab.errors import UnknownNameError
+
+        raise UnknownNameError(f"arm(s) {missing} not in these results; arms: {method_order(sel)}")
+    summ = summarise(sel[sel["method"].isin(list(lambdas))])
+    pos = sorted(v for v in lambdas.values() if v > 0)
+    if not pos:
+        raise ValueError("lambdas needs at least one arm with lambda > 0")
+    zero_at = pos[0] / 10
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for i, d in enumerate(_domains(summ)):
+        g = summ[summ["domain"] == d].copy()
+        g["lam"] = [lambdas[a] or zero_at for a in g["method"]]
+        g = g.sort_values("lam")
+        ind = g["role"].iloc[0] == "in-domain"
+        ax.errorbar(g["lam"], 100 * g["value"],
+                    yerr=[100 * (g["value"] - g["ci_lo"]), 100 * (g["ci_hi"] - g["value"])],
+                    marker="o", capsize=3, ls="--" if ind else "-",
+                    color=_COLORS[i % len(_COLORS)], label=f"{d}{' (in-domain)' if ind else ''}")
+    ax.set_xscale("log")
+    ticks = [zero_at] + pos
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(["0 (ERM)"] + [f"{v:g}" for v in pos])
+    ax.set_xlabel("lambda")
+    ax.set_ylabel(f"{_METRIC.get(metric, metric)} (%)")
+    n = int(summ["n_seeds"].max())
+    ax.set_title(f"{_tag(results)}lambda trade-off (mean ± 95% interval, {n} seed"
+                 f"{'s' if n > 1 else ''})", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

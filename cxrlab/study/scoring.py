@@ -69,3 +69,59 @@ def evaluate_predictions(scores: Mapping[str, np.ndarray], labels: Mapping[str, 
                                  "ci_lo": lo, "ci_hi": hi, "n_images": int(point.n_images),
                                  "n_labels": int(point.n_included)})
     return rows, pd.concat(per_label, ignore_index=True), thr_table
+
+
+def marker_effect(algorithm, with_marker, without_marker, batch_size: int = 256) -> dict:
+    """The causal effect of a marker (e.g. the synthetic chest drain) on a trained model: the
+    same images scored with and without it.
+
+    ``with_marker`` / ``without_marker``: uint8 [n, 1, S, S] of the same images (the synthetic
+    hospitals draw them identically with ``shortcut=True`` and ``False``, only the marker
+    differs). Returns ``delta`` (mean change of the logit when the marker is added),
+    ``logit_sd`` (spread of the logits without it) and ``effect`` = delta / logit_sd: how far
+    the marker alone moves an image through the model's ranking. A penalty that only shrinks
+    the logits leaves ``effect`` where it was; one that removes the shortcut brings it to 0.
+    """
+    import torch
+
+    from cxrlab.engine.predict import predict_logits
+
+    a, b = (torch.as_tensor(np.asarray(x)) for x in (with_marker, without_marker))
+    if a.shape != b.shape or a.dim() != 4:
+        raise ValueError(f"with_marker and without_marker must be the same images [n, 1, S, S]; "
+                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
+    z = torch.zeros(len(a), 1)
+    la = np.asarray(predict_logits(algorithm, (a, z), batch_size=batch_size)[0], dtype=float)[:, 0]
+    lb = np.asarray(predict_logits(algorithm, (b, z), batch_size=batch_size)[0], dtype=float)[:, 0]
+    delta, sd = float(np.mean(la - lb)), float(np.std(lb))
+    return {"delta": delta, "logit_sd": sd, "effect": delta / sd if sd > 0 else float("nan"),
+            "n": int(len(a))}
+
+
+def load_unit_model(out_dir, unit: str, image_size: int, checkpoint: str = "best.pt"):
+    """The trained model of one engine unit of a study (``out_dir/units/<unit>``), rebuilt from
+    its stored configuration and loaded from ``out_dir/checkpoints/<unit>/<checkpoint>`` (the
+    epoch chosen on source validation: ``best.pt``); in eval mode."""
+    import json
+    from pathlib import Path
+
+    from cxrlab.engine import load_weights
+    from cxrlab.methods import create_algorithm
+    from cxrlab.models import create_backbone
+
+    out_dir = Path(out_dir)
+    f = out_dir / "units" / unit / "metrics.json"
+    ckpt = out_dir / "checkpoints" / unit / checkpoint
+    if not f.exists() or not ckpt.exists():
+        from cxrlab.errors import MissingInputError
+
+        raise MissingInputError(f"{unit}: no finished unit with a {checkpoint} under {out_dir} "
+                                "(probe units keep no engine checkpoint)")
+    cfg = json.loads(f.read_text())["config"]
+    labels = np.load(out_dir / "units" / unit / "predictions.npz")["label_names"]
+    bb = create_backbone(cfg["backbone"], pretrained=bool(cfg["settings"].get("pretrained")),
+                         weights=cfg.get("weights"), image_size=image_size, seed=cfg["seed"])
+    alg = create_algorithm(cfg.get("algorithm", cfg["method"]), bb, num_labels=len(labels),
+                           hparams=cfg["hparams"], seed=cfg["seed"])
+    load_weights(alg, ckpt)
+    return alg.eval()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlab import metrics as M
-from cxrlab.errors import UnknownNameError
+from cxrlab.errors import MissingInputError, UnknownNameError
 from cxrlab.study.config import THRESHOLDS
 
 # Method and backbone names shown in tables come from their registries (the arm's ``display``,
@@ -206,3 +206,191 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     for row in df.itertuples(index=False):
         lines.append("| " + " | ".join(cell(v) for v in row) + " |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ seed 002 (masking methods)
+#: seed 002's evaluation sets, in its tables' column order
+SEED002_COLUMNS = ("CXR-P", "MIMIC", "CheXpert", "CheXpert-age", "ChestX-ray8")
+_SEED002_CITATION = ("seed 002 (pneumothorax; ResNet-50; source CXR-P, a SIIM-ACR subset; "
+                     "ERM vs ActDiff vs RRR), as summarised in REFERENCE.md section 1")
+
+
+def published_seed002_table(table: str = "masks") -> pd.DataFrame:
+    """Seed 002's published AUROC (%), one row per mask / method, columns
+    :data:`SEED002_COLUMNS`; ``mean`` and ``halfwidth`` (of the 95 % interval) as numbers and a
+    ``"83.5±1.2"`` string per column.
+
+    ``table="masks"``: Tables 1, 2 and 5 together (10 seeds; CXR-P source): ERM, ActDiff and RRR
+    with abnormality masks (Table 1), scaled-abnormality and lung-periphery masks (2 / 5).
+    ``table="full"``: Table 3 (CXR-P Full, 8,540 train/val images, lung-periphery masks,
+    3 seeds, no intervals published).
+    """
+    if table == "masks":
+        rows = [
+            ("ERM", "none", [(83.5, 1.2), (77.5, 2.2), (80.7, 1.5), (74.0, 1.6), (73.4, 1.1)]),
+            ("ActDiff", "abnormality", [(78.6, 2.2), (68.7, 6.3), (71.6, 5.6), (68.1, 4.4), (69.8, 1.3)]),
+            ("ActDiff", "scaled_abnormality", [(79.6, 2.2), (73.8, 2.8), (73.3, 3.9), (68.6, 2.5), (71.1, 2.2)]),
+            ("ActDiff", "lung_periphery", [(82.8, 0.9), (77.6, 2.1), (80.2, 2.4), (72.6, 2.1), (73.1, 1.5)]),
+            ("RRR", "abnormality", [(83.5, 1.4), (76.6, 3.0), (79.2, 2.0), (71.6, 2.3), (73.1, 1.6)]),
+            ("RRR", "lung_periphery", [(83.2, 1.2), (77.6, 0.9), (81.1, 2.8), (73.0, 2.3), (72.8, 1.6)]),
+        ]
+        caption = "published AUROC % (seed 002, Tables 1, 2, 5; mean ± 95 % interval, 10 seeds)"
+    elif table == "full":
+        rows = [("ERM", "none", [(v, np.nan) for v in (90.6, 78.3, 82.5, 73.2, 76.1)]),
+                ("ActDiff", "lung_periphery", [(v, np.nan) for v in (88.3, 81.2, 82.6, 74.2, 78.4)]),
+                ("RRR", "lung_periphery", [(v, np.nan) for v in (89.6, 80.4, 82.8, 74.8, 76.6)])]
+        caption = ("published AUROC % (seed 002, Table 3: CXR-P Full source, lung-periphery "
+                   "masks, mean of 3 seeds, no intervals)")
+    else:
+        raise UnknownNameError(f"table must be 'masks' or 'full', got {table!r}")
+    recs = []
+    for method, mask, cells in rows:
+        rec = {"method": method, "mask": mask}
+        for col, (m, h) in zip(SEED002_COLUMNS, cells):
+            rec[col] = f"{m:.1f}" if np.isnan(h) else f"{m:.1f}±{h:.1f}"
+            rec[f"{col} mean"] = m
+            rec[f"{col} halfwidth"] = h
+        recs.append(rec)
+    t = pd.DataFrame(recs)
+    t.attrs.update(caption=caption, citation=_SEED002_CITATION, synthetic=False)
+    return t
+
+
+def _auc_rows(results: pd.DataFrame, metric: str, label_space: str | None, threshold: str):
+    sel = results[(results["metric"] == metric) & (results["threshold"] == threshold)]
+    if label_space is not None:
+        sel = sel[sel["label_space"] == label_space]
+    elif sel["label_space"].nunique() > 1:
+        raise UnknownNameError(f"results hold several label spaces {sorted(sel['label_space'].unique())}; "
+                       "pass label_space=")
+    if sel.empty:
+        raise UnknownNameError(f"no {metric} results (threshold {threshold!r}, label space "
+                       f"{label_space!r}) in these results")
+    return sel
+
+
+def seed002_table(results: pd.DataFrame, metric: str = "auc_macro", label_space: str | None = None,
+                  threshold: str = "tuned_source_val", arms: list[str] | None = None,
+                  digits: int = 1) -> pd.DataFrame:
+    """A study's results in seed 002's layout: one row per arm, one column per evaluation set
+    (the in-domain source test first, then the targets), cells ``"mean±halfwidth"`` in % (mean
+    over seeds and half the 95 % t-interval over seeds; one seed: the bootstrap interval),
+    plus numeric ``"<set> mean"`` / ``"<set> halfwidth"`` columns.
+
+    ``results``: a study's long results table (``StudyResult.results``). ``arms``: which arms,
+    in which order (default: all, in the study's order).
+    """
+    sel = _auc_rows(results, metric, label_space, threshold)
+    summ = summarise(sel)
+    synthetic = bool(results.attrs.get("synthetic", summ["synthetic"].any()))
+    domains = list(dict.fromkeys(
+        list(summ.loc[summ["role"] == "in-domain", "domain"])
+        + list(summ.loc[summ["role"] == "out-of-domain", "domain"])))
+    names = setting_names(sel)
+    order = arms or method_order(sel)
+    unknown = [a for a in order if a not in names]
+    if unknown:
+        raise UnknownNameError(f"arm(s) {unknown} not in these results; arms: {method_order(sel)}")
+    recs = []
+    for arm in order:
+        g = summ[summ["method"] == arm].set_index("domain")
+        rec = {"arm": arm, "setting": names[arm], "n_seeds": int(g["n_seeds"].max())}
+        for d in domains:
+            if d not in g.index:
+                rec[d], rec[f"{d} mean"], rec[f"{d} halfwidth"] = "n/a", np.nan, np.nan
+                continue
+            r = g.loc[d]
+            m, h = 100 * r["value"], 100 * (r["ci_hi"] - r["ci_lo"]) / 2
+            rec[d] = f"{m:.{digits}f}±{h:.{digits}f}"
+            rec[f"{d} mean"], rec[f"{d} halfwidth"] = m, h
+        recs.append(rec)
+    t = pd.DataFrame(recs)
+    n = int(t["n_seeds"].max()) if len(t) else 0
+    tag = "SYNTHETIC" if synthetic else "real data"
+    t.attrs.update(synthetic=synthetic, domains=domains,
+                   caption=f"ours ({tag}): {METRIC_NAMES.get(metric, metric)} % as mean ± 95 % "
+                           f"interval ({'t over ' + str(n) + ' seeds' if n > 1 else 'bootstrap, 1 seed'})")
+    return t
+
+
+#: the extra row of :func:`paired_difference`: each seed's mean over the out-of-domain sets
+TARGETS_MEAN = "mean of targets"
+
+
+def paired_difference(results: pd.DataFrame, arm: str, baseline: str, metric: str = "auc_macro",
+                      label_space: str | None = None, threshold: str = "tuned_source_val",
+                      level: float = 0.95) -> pd.DataFrame:
+    """``arm`` minus ``baseline`` per evaluation set, in % points, paired by seed (the same
+    seed draws the same initial weights and batch order): mean difference, its t-interval over
+    seeds, the seeds, and ``beats`` = the interval lies above 0. Also the two arms' own
+    intervals and ``separated`` = they do not overlap (the stricter reading). With several
+    targets, a last row :data:`TARGETS_MEAN` compares each seed's mean over the targets."""
+    sel = _auc_rows(results, metric, label_space, threshold)
+    for a in (arm, baseline):
+        if a not in set(sel["method"]):
+            raise UnknownNameError(f"arm {a!r} not in these results; arms: {method_order(sel)}")
+    piv = sel[sel["method"].isin([arm, baseline])].pivot_table(
+        index=["domain", "seed"], columns="method", values="value").dropna()
+    roles = dict(zip(sel["domain"], sel["role"]))
+    targets = [d for d, r in roles.items() if r == "out-of-domain"]
+    groups = list(piv.groupby(level=0, sort=False))
+    if len(targets) > 1:  # each seed's mean over the targets, as one more "set"
+        mean = piv[piv.index.get_level_values(0).isin(targets)].groupby(level=1).mean()
+        groups.append((TARGETS_MEAN, mean))
+        roles[TARGETS_MEAN] = "out-of-domain (mean)"
+    out = []
+    for d, g in groups:
+        diff = 100 * (g[arm] - g[baseline]).to_numpy()
+        a = M.summarise_seeds([{"m": v} for v in 100 * g[arm].to_numpy()], metrics=["m"],
+                              level=level).iloc[0] if len(g) > 1 else None
+        b = M.summarise_seeds([{"m": v} for v in 100 * g[baseline].to_numpy()], metrics=["m"],
+                              level=level).iloc[0] if len(g) > 1 else None
+        s = M.summarise_seeds([{"m": v} for v in diff], metrics=["m"], level=level).iloc[0] \
+            if len(diff) > 1 else None
+        rec = {"domain": d, "role": roles.get(d), "n_seeds": len(diff),
+               "diff": float(diff.mean()),
+               "diff_lo": float(s["lo"]) if s is not None else np.nan,
+               "diff_hi": float(s["hi"]) if s is not None else np.nan}
+        rec["beats"] = bool(rec["diff_lo"] > 0)
+        rec["separated"] = bool(a is not None and float(a["lo"]) > float(b["hi"]))
+        out.append(rec)
+    t = pd.DataFrame(out)
+    t.attrs.update(arm=arm, baseline=baseline, metric=metric)
+    return t
+
+
+def shortcut_reliance(out_dir, manifest: pd.DataFrame, column: str = "shortcut_marker",
+                      sets: tuple[str, ...] | None = None, label: int = 0) -> pd.DataFrame:
+    """How much each trained model's score follows a marker (e.g. the synthetic chest drain),
+    read from a study's stored predictions (``out_dir/units/*/predictions.npz``).
+
+    For every unit and evaluation set: among the images whose (first) label is ``label``
+    (default the negatives, so the finding itself cannot explain the score), the AUROC of the
+    model's score for telling images *with* the marker from those without. 0.5 = the score
+    ignores the marker; near 1 = the marker alone raises the score (a shortcut). ``manifest``:
+    the cache's manifest (``cache.manifest``), whose rows the stored ``<set>__rows`` index.
+    NaN where a set has no image with (or without) the marker.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    if column not in manifest.columns:
+        raise UnknownNameError(f"the manifest has no column {column!r} (columns: {list(manifest.columns)})")
+    marker = manifest[column].to_numpy(dtype=float)
+    files = sorted(Path(out_dir).glob("units/*/predictions.npz"))
+    if not files:
+        raise MissingInputError(f"no stored predictions under {out_dir}/units; run the study first")
+    recs = []
+    for f in files:
+        meta = json.loads((f.parent / "metrics.json").read_text())
+        z = np.load(f)
+        names = [k[:-len("__scores")] for k in z.files if k.endswith("__scores")]
+        for s in names:
+            if sets is not None and s not in sets:
+                continue
+            y, sc, rows = z[f"{s}__labels"][:, 0], z[f"{s}__scores"][:, 0], z[f"{s}__rows"]
+            keep = y == label
+            m = marker[rows][keep]
+            auc = (float(roc_auc_score(m, sc[keep])) if 0 < m.sum() < len(m) else float("nan"))
+            recs.append({"method": meta["method"], "seed": meta["seed"], "set": s,
+                         "n_marked": int(m.sum()), "n": int(keep.sum()), "marker_auc": auc})
+    return pd.DataFrame(recs)

@@ -35,12 +35,40 @@ def make_labels(n: int, seed: int = 0, nan_frac: float = 0.1, n_labels: int = 7)
     return y
 
 
-def make_cache(out, n_train: int = 96, n_val: int = 32, seed: int = 0, nan_frac: float = 0.1):
-    """A finished cxrlab cache (domain "source", labels = SHARED7 columns, some NaN)."""
+def box_masks(labels: np.ndarray, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """(lung uint8, lesion uint16) [n, S, S] for :func:`signal_images`: two "lungs" (the left
+    and right thirds of the image, every image) and, for positive label k, bit k set on the
+    patch of label k (the region a masking method should look at); the label columns are
+    SHARED7's, so the lesion bit of column k is NIH14's index of ``SHARED7[k]``."""
+    from cxrlab.labels import NIH14
+
+    n, L = labels.shape
+    lung = np.zeros((n, size, size), np.uint8)
+    third = size // 3
+    lung[:, 2:size - 2, 1:third] = 1
+    lung[:, 2:size - 2, size - third:size - 1] = 1
+    lesion = np.zeros((n, size, size), np.uint16)
+    cell = size // 4
+    for k in range(L):
+        r, c = divmod(k, 4)
+        pos = np.nan_to_num(labels[:, k]) == 1
+        lesion[pos, r * cell + 1:r * cell + cell - 1,
+               c * cell + 1:c * cell + cell - 1] |= 1 << NIH14.index(SHARED7[k])
+    return lung, lesion
+
+
+def make_cache(out, n_train: int = 96, n_val: int = 32, seed: int = 0, nan_frac: float = 0.1,
+               masks: bool = False):
+    """A finished cxrlab cache (domain "source", labels = SHARED7 columns, some NaN); with
+    ``masks``, lung and lesion masks from :func:`box_masks`."""
     n = n_train + n_val
     y = make_labels(n, seed, nan_frac)
-    w = CacheWriter(out, n, SIZE)
-    w.write(0, signal_images(y, seed=seed))
+    w = CacheWriter(out, n, SIZE, lung_masks=masks, lesion_masks=masks)
+    if masks:
+        lung, lesion = box_masks(y)
+        w.write(0, signal_images(y, seed=seed), lung_masks=lung, lesion_masks=lesion)
+    else:
+        w.write(0, signal_images(y, seed=seed))
     man = pd.DataFrame({
         "image_id": [f"img{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
         "split": ["train"] * n_train + ["val"] * n_val, "domain": "source", "age": 50.0,

@@ -19,14 +19,20 @@ from cxrlab.methods import create_algorithm
 from cxrlab.models import create_backbone
 
 
-def run(cache_path, out, epochs=4, batch_size=16, slow_from=0, say=print):
-    """BCE fine-tune (with random augmentation) of tiny_cnn on the cache's train split,
-    validated on its val split; returns fit's TrainResult."""
+def run(cache_path, out, epochs=4, batch_size=16, slow_from=0, say=print,
+        method="bce_finetune", hparams=None):
+    """``method`` (default: BCE fine-tune with random augmentation) of tiny_cnn on the cache's
+    train split (with its masks for methods that need them), validated on its val split;
+    returns fit's TrainResult."""
+    from cxrlab.methods import get_algorithm
+
     cache = open_cache(cache_path)
-    train = CacheDataset(cache, cache.select("train"), "shared7")
+    masks = "lung_mask" in get_algorithm(method).needs
+    train = CacheDataset(cache, cache.select("train"), "shared7", with_masks=masks)
     val = CacheDataset(cache, cache.select("val"), "shared7")
-    alg = create_algorithm("bce_finetune", create_backbone("tiny_cnn", image_size=32, seed=0),
-                           len(SHARED7), {"augment": "default"}, seed=0)
+    hp = {"augment": "default"} if hparams is None and method == "bce_finetune" else hparams
+    alg = create_algorithm(method, create_backbone("tiny_cnn", image_size=32, seed=0),
+                           len(SHARED7), hp, seed=0)
     spe = len(train) // batch_size
     if slow_from:
         step_fn = alg.training_step
@@ -52,10 +58,15 @@ def main():
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--slow-from", type=int, default=0)
+    p.add_argument("--method", default="bce_finetune")
+    p.add_argument("--hparams", default=None, help="JSON mapping of hyper-parameters")
     a = p.parse_args()
     torch.set_num_threads(1)
+    import json
+
     res = run(a.cache, a.out, a.epochs, a.batch_size, a.slow_from,
-              say=lambda s: print(s, flush=True))
+              say=lambda s: print(s, flush=True), method=a.method,
+              hparams=None if a.hparams is None else json.loads(a.hparams))
     print(f"RESUMED_FROM {res.resumed_from}", flush=True)
     print("FINISHED", flush=True)
 

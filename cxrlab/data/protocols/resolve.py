@@ -170,6 +170,27 @@ def _thumbnails(cache: Cache, rows: np.ndarray, grid: int = 16, chunk: int = 204
     return out
 
 
+def match_duplicates(cache: Cache, rows: np.ndarray, other: Cache, other_rows: np.ndarray,
+                     threshold: float = 0.98, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``cache``'s ``rows``: the row of ``other`` whose image it copies (the best
+    thumbnail correlation, when at least ``threshold``; else -1), and that correlation.
+    Same fingerprint as :func:`find_duplicates`."""
+    match = np.full(len(rows), -1, np.int64)
+    best = np.full(len(rows), np.nan, np.float32)
+    if len(rows) == 0 or len(other_rows) == 0:
+        return match, best
+    a = _thumbnails(cache, rows)
+    b = _thumbnails(other, other_rows)
+    other_rows = np.asarray(other_rows, dtype=np.int64)
+    for i in range(0, len(a), chunk):
+        sim = a[i:i + chunk] @ b.T
+        j = sim.argmax(axis=1)
+        s = sim[np.arange(len(j)), j]
+        best[i:i + chunk] = s
+        match[i:i + chunk] = np.where(s >= threshold, other_rows[j], -1)
+    return match, best
+
+
 def find_duplicates(cache: Cache, rows: np.ndarray, other: Cache, other_rows: np.ndarray,
                     threshold: float = 0.98, chunk: int = 1024) -> np.ndarray:
     """Boolean [len(rows)]: which of ``cache``'s ``rows`` are (near-)copies of an image among
