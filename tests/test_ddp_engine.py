@@ -2,7 +2,6 @@
 process with the whole batch, for BCE and for SupCon (whose loss gathers the projections of
 both ranks), and only rank 0 writes files."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +13,12 @@ import torch.distributed as dist
 from cxrlab.engine import load_checkpoint
 from cxrlab.engine.__main__ import main as engine_main
 
-SCRIPTS = Path(__file__).resolve().parent / "scripts_engine"
-pytestmark = pytest.mark.usefixtures("one_thread")
-sys.path.insert(0, str(SCRIPTS))
-from engine_common import make_cache, nobn_backbone  # noqa: E402
+from tests.helpers import REPO_ROOT, subprocess_env
+from tests.helpers.engine import make_cache, nobn_backbone
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="this torch build has no gloo backend")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                 reason="this torch build has no gloo backend")]
 
 RUNS = {
     "bce_finetune": ["--algorithm", "bce_finetune", "--hparams", json.dumps({"augment": "none"})],
@@ -30,7 +28,7 @@ RUNS = {
 
 def _runs(cache, root: Path) -> list[list[str]]:
     """``python -m cxrlab.engine`` arguments of each run (4 SGD steps of a global batch of 32)."""
-    base = ["--cache", str(cache.path), "--backbone", "engine_common:nobn_backbone",
+    base = ["--cache", str(cache.path), "--backbone", "tests.helpers.engine:nobn_backbone",
             "--epochs", "2", "--batch-size", "32", "--lr", "0.05", "--optimizer", "sgd",
             "--device", "cpu", "--precision", "fp32", "--val-split", "none", "--num-workers", "0",
             "--log-every", "1", "--quiet"]
@@ -40,16 +38,15 @@ def _runs(cache, root: Path) -> list[list[str]]:
 def test_two_ranks_match_one_process_and_only_rank0_writes(tmp_path):
     # no missing labels: the masked BCE mean per rank then equals the global mean
     cache = make_cache(tmp_path / "cache", n_train=64, n_val=16, nan_frac=0.0)
-    env = dict(os.environ, OMP_NUM_THREADS="1", CXRLAB_PROGRESS="0",
-               PYTHONPATH=os.pathsep.join([str(SCRIPTS), os.environ.get("PYTHONPATH", "")]))
+    env = subprocess_env()
     for d in ("ddp", "single", "logs_ddp"):
         (tmp_path / d).mkdir()
     ddp = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(SCRIPTS / "ddp_train.py"), str(tmp_path / "logs_ddp"), "--",
+         "-m", "tests.scripts.ddp_train", str(tmp_path / "logs_ddp"), "--",
          *[a for i, run in enumerate(_runs(cache, tmp_path / "ddp"))
            for a in (["---"] if i else []) + run]],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO_ROOT)
     try:
         # meanwhile, the same runs in this process (one rank, the whole batch per step)
         for run in _runs(cache, tmp_path / "single"):

@@ -1,26 +1,17 @@
 """Embedding cache: one forward pass, reused when (and only when) nothing changed."""
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from cxrlab.data.cache import CacheWriter
 from cxrlab.probe.embeddings import embedding_key, extract_embeddings
 from cxrlab.models import create_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    n, s = 40, 32
-    rng = np.random.default_rng(0)
-    w = CacheWriter(tmp_path_factory.mktemp("c") / "cache", n, s)
-    w.write(0, rng.integers(0, 256, (n, s, s), dtype=np.uint8))
-    man = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)],
-                        "patient_id": [f"p{i}" for i in range(n)], "split": "train",
-                        "domain": "toy", "Effusion": rng.integers(0, 2, n).astype(float)})
-    return w.finalize(man, meta={"synthetic": True})
+@pytest.fixture
+def cache(signal_cache):
+    return signal_cache
 
 
 class Counting:
@@ -70,7 +61,7 @@ def test_cache_dir_false_stores_nothing_and_backbone_state_is_restored(cache, tm
     assert emb.shape == (7, bb.num_features) and bb.training
     assert not list(tmp_path.iterdir())
     with pytest.raises(IndexError, match="outside"):
-        extract_embeddings(bb, cache, [0, 99], device="cpu", cache_dir=False)
+        extract_embeddings(bb, cache, [0, len(cache)], device="cpu", cache_dir=False)
 
 
 def test_write_is_atomic_and_corrupt_file_is_recomputed(cache, tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,9 +18,8 @@ from cxrlab.methods import register_algorithm
 from cxrlab.methods.bce import BCEFinetune
 from cxrlab.models import create_backbone
 
-SCRIPTS = Path(__file__).resolve().parent / "scripts_engine"
-sys.path.insert(0, str(SCRIPTS))
-from engine_common import make_cache, tensor_data  # noqa: E402
+from tests.helpers import REPO_ROOT, script_command, subprocess_env
+from tests.helpers.engine import tensor_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,15 +56,15 @@ def small_fit(alg, data, out, **kw):
     return fit(alg, data, **args)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return make_cache(tmp_path_factory.mktemp("engine") / "cache")
+@pytest.fixture
+def cache(signal_cache):
+    return signal_cache
 
 
 def _start(args, out):
-    env = dict(os.environ, OMP_NUM_THREADS="1", CXRLAB_PROGRESS="0")
-    return subprocess.Popen([sys.executable, str(SCRIPTS / "train_tiny.py"), *args, "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return subprocess.Popen(script_command("train_tiny", *args, "--out", str(out)), cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=subprocess_env())
 
 
 def _line_reader(proc) -> "queue.Queue[str | None]":
@@ -101,7 +99,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(cache, tmp_path):
     """A real process is SIGKILLed in the middle of epoch 3 of 4; running the same command
     again resumes from the epoch-2 checkpoint and ends bit-identical to a run never stopped
     (weights, optimiser state, schedule, history, validation metrics, best epoch)."""
-    from train_tiny import run
+    from tests.scripts.train_tiny import run
 
     common = ["--cache", str(cache.path), "--epochs", "4"]
     victim = _start(common + ["--slow-from", "3"], tmp_path / "killed")

@@ -12,12 +12,13 @@ import math
 import pytest
 import yaml
 
-from bad_inputs import BadInput
 from cxrlab.cli import build_parser
 from cxrlab.cli import main as cli_main
 from cxrlab.profiles import get_profile
 from cxrlab.errors import CxrlabError
 from cxrlab.study import StudyError, load_study_config
+
+from tests.helpers.bad_inputs import BadInput
 
 # ----------------------------------------------------------------------------- cases
 ENV_CASES = [

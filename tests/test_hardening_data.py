@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from bad_inputs import BadInput
 from cxrlab.cli import _parse_value
 from cxrlab.cli import main as cli_main
 from cxrlab.data.cache import CacheError, CacheWriter, open_cache
 from cxrlab.data.readers import toy
+
+from tests.helpers.bad_inputs import BadInput
 
 SIZE = 32
 

@@ -16,12 +16,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from bad_inputs import BadInput
 from cxrlab.cli import main as cli_main
 from cxrlab.data.protocols import ProtocolError, load_protocol, protocol_from_dict
 from cxrlab.data.protocols.query import QueryError, evaluate_query, parse_query
 from cxrlab.data.download import UnsafeArchiveError, basic_auth_header, download_file, extract_tar
 from cxrlab.errors import CxrlabError, UsageError
+
+from tests.helpers.bad_inputs import BadInput
 
 CANARY = "__CANARY__"   # replaced by the canary server's URL in the payloads below
 
@@ -161,7 +162,7 @@ def test_query_grammar_filters_rows():
 
 
 def _poisoned(tmp_path, query):
-    from test_protocols import make_cache
+    from tests.test_protocols import make_cache
 
     make_cache(tmp_path / "mimic", 20, dataset="mimic")
     make_cache(tmp_path / "nih", 20, dataset="nih", seed=2)
@@ -365,7 +366,7 @@ def test_written_files_follow_the_umask(tmp_path, canary):
 # ----------------------------------------------------------------------------- MIMIC tables
 def test_mimic_tables_missing_from_the_checksum_list_are_not_fetched_silently(
         tmp_path, monkeypatch, capsys):
-    import test_download as td
+    from tests import test_download as td
 
     state = td.FakeFiles()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), td.make_handler(state))
@@ -398,7 +399,7 @@ def test_mimic_tables_missing_from_the_checksum_list_are_not_fetched_silently(
 def test_nih_script_refuses_a_hostile_archive(tmp_path, capsys):
     import hashlib
 
-    import test_download as td
+    from tests import test_download as td
 
     case = OTHER_CASES[11]
     state = td.FakeFiles()

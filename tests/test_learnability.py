@@ -1,6 +1,10 @@
 """The synthetic hospitals are learnable and shifted, not noise (notebook 01's claims, tested).
 
-One module-scoped study per seed (0, 1 and 2; written once each, ~70 s on 2 CPU cores):
+One module-scoped study per seed (written once each, about a minute on 2 CPU cores). The
+default run (``make test``) checks every claim once, on seed 0; seeds 1 and 2 are marked
+``slow`` and run with ``pytest -m slow tests/test_learnability.py`` or with
+``CXRLAB_FULL_TESTS=1`` (see tests/conftest.py), e.g. after changing the generator, the shift
+models or the thresholds below:
 
 * a small CNN trained at ``source`` (train split; epoch chosen on source val) reaches a clearly
   better-than-chance macro AUC on the source test split, and loses a clear margin at a target;
@@ -9,7 +13,7 @@ One module-scoped study per seed (0, 1 and 2; written once each, ~70 s on 2 CPU 
   the others, 5 % / 5 % at every target), the pneumothorax source-to-target AUC drop grows.
 
 Thresholds come from measuring seeds 0, 1 and 2 with exactly this protocol (N_PER_HOSPITAL
-1500, 64 px, EPOCHS 5; ``python tests/test_learnability.py 0,1,2`` prints them) and sit well
+1500, 64 px, EPOCHS 5; ``python -m tests.test_learnability 0,1,2`` prints them) and sit well
 below the worst seed; see MEASURED. Targets are scored on *all* their images (the model never
 saw any of them) so that rare labels have enough positives for a steady AUC.
 """
@@ -27,19 +31,22 @@ N_PER_HOSPITAL = 1500
 IMAGE_SIZE = 64
 EPOCHS = 5
 SEEDS = (0, 1, 2)
+#: checked in every run; the other seeds are ``slow`` (they confirm that the margins hold
+#: across seeds, which MEASURED records)
+DEFAULT_SEEDS = (0,)
 LABELS = shift.DEFAULT_GAP_LABELS      # Effusion, Cardiomegaly, Pneumothorax, Atelectasis, ...
 
-# Measured on seeds 0 / 1 / 2 (``python tests/test_learnability.py 0,1,2``, torch 2.14 CPU,
-# ~30 s per seed on a quiet 2-core machine); each threshold sits well below the worst seed.
-# The suite runs all three seeds (one module-scoped study each, ~70 s apiece), so the margins
-# are checked to hold across seeds rather than assumed from one.
-MEASURED = {   # generator version 2, 2026-11-22
-    "source_auc_macro": (0.933, 0.904, 0.925),
-    "largest_target_drop": (0.192, 0.143, 0.237),
+# Measured on seeds 0 / 1 / 2 (``python -m tests.test_learnability 0,1,2``, torch 2.14 CPU);
+# each threshold sits well below the worst seed. ``-m slow`` / ``CXRLAB_FULL_TESTS=1`` runs all
+# three seeds, so the margins are checked to hold across seeds rather than assumed from one.
+MEASURED = {   # generator version 2; shift models on the shared framework (tiny_cnn,
+    # bce_finetune through engine.fit, no augmentation), 2026-12-02
+    "source_auc_macro": (0.889, 0.876, 0.891),
+    "largest_target_drop": (0.176, 0.220, 0.182),
     "domain_accuracy_logreg": (1.000, 1.000, 1.000),
-    "ptx_drop_off": (0.198, 0.281, 0.231),
-    "ptx_drop_on": (0.359, 0.361, 0.366),
-    "ptx_drop_increase": (0.161, 0.080, 0.135),
+    "ptx_drop_off": (0.201, 0.129, 0.127),
+    "ptx_drop_on": (0.383, 0.364, 0.393),
+    "ptx_drop_increase": (0.182, 0.235, 0.266),
 }
 MIN_SOURCE_AUC = 0.75        # chance is 0.5
 MIN_TARGET_DROP = 0.08       # at least one target loses this much macro AUC
@@ -70,7 +77,9 @@ def run_study(root, seed: int = 0) -> dict:
             "ptx_drop_increase": ptx_drop(ptx[True]) - ptx_drop(ptx[False])}
 
 
-@pytest.fixture(scope="module", params=SEEDS, ids=lambda s: f"seed{s}")
+@pytest.fixture(scope="module", ids=lambda s: f"seed{s}",
+                params=[s if s in DEFAULT_SEEDS else pytest.param(s, marks=pytest.mark.slow)
+                        for s in SEEDS])
 def study(request, tmp_path_factory):
     return run_study(tmp_path_factory.mktemp(f"learnability_seed{request.param}"),
                      seed=request.param)
@@ -109,7 +118,7 @@ def test_shortcut_makes_the_pneumothorax_drop_grow(study):
     assert on["auc_Pneumothorax"].iloc[0] >= off["auc_Pneumothorax"].iloc[0] - 0.02
 
 
-if __name__ == "__main__":  # measure several seeds: python tests/test_learnability.py 0,1,2
+if __name__ == "__main__":  # measure several seeds: python -m tests.test_learnability 0,1,2
     import tempfile
     import time
     from pathlib import Path

@@ -17,8 +17,8 @@ from cxrlab.methods.mask_guided import compute_allowed
 from cxrlab.methods.rrr import rrr_penalty
 from cxrlab.models import create_backbone
 
-from test_engine import _line_reader, _start, _wait_for, assert_same  # noqa: E402  (sets the path)
-from engine_common import box_masks, make_cache, make_labels, signal_images  # noqa: E402
+from tests.helpers.engine import box_masks, make_cache, make_labels, signal_images
+from tests.test_engine import _line_reader, _start, _wait_for, assert_same
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -226,7 +226,7 @@ def test_mask_areas_on_the_synthetic_hospitals():
 def test_masking_methods_resume_after_sigkill(tmp_path, method, hp):
     """As tests/test_engine.py for BCE: a process killed in epoch 3 of 3 resumes from the
     epoch-2 checkpoint and ends bit-identical to a run never stopped."""
-    from train_tiny import run
+    from tests.scripts.train_tiny import run
 
     cache = make_cache(tmp_path / "cache", masks=True)
     common = ["--cache", str(cache.path), "--epochs", "3", "--method", method,

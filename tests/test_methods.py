@@ -1,7 +1,4 @@
 """The training methods behind one interface: each learns, budgets match, errors help."""
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -10,8 +7,7 @@ from cxrlab.methods import HParamError, create_algorithm, get_algorithm
 from cxrlab.methods.supcon import PretrainOnlyError
 from cxrlab.models import create_backbone
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts_engine"))
-from engine_common import tensor_data  # noqa: E402
+from tests.helpers.engine import signal_images, tensor_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -120,3 +116,32 @@ def test_unlabelled_entries_do_not_count():
     out = alg("supcon", {"augment": "none"}).train().training_step(
         {"image": imgs, "labels": torch.full_like(y, float("nan"))}, 0)
     assert torch.isfinite(out["loss"])
+
+
+def test_softmax_classifier_one_class_per_image(tmp_path):
+    """The domain classifier's method: cross-entropy over one-hot rows, NaN rows left out."""
+    from cxrlab.methods.softmax import onehot_cross_entropy
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0], [5.0, 5.0, 5.0]], requires_grad=True)
+    onehot = torch.tensor([[1.0, 0, 0], [0, 0, 1], [float("nan")] * 3])
+    loss = onehot_cross_entropy(logits, onehot)
+    ref = torch.nn.functional.cross_entropy(logits[:2].detach(), torch.tensor([0, 2]))
+    assert float(loss.detach()) == pytest.approx(float(ref))
+    loss.backward()
+    assert (logits.grad[2] == 0).all()              # the unlabelled row has no say
+    assert float(onehot_cross_entropy(logits, torch.full((3, 3), float("nan"))).detach()) == 0.0
+    with pytest.raises(ValueError, match="one-hot"):
+        onehot_cross_entropy(logits, torch.tensor([[1.0, 1, 0], [0, 0, 1], [0, 1, 0]]))
+    with pytest.raises(ValueError, match="two classes"):
+        alg("softmax_classifier", n_labels=1)
+    # three classes told apart by which of three signal cells is bright: it learns them
+    cls = torch.arange(48) % 3
+    y = torch.zeros(48, 7)
+    y[torch.arange(48), cls] = 1.0
+    imgs = torch.from_numpy(signal_images(y.numpy(), seed=3))[:, None]
+    a = alg("softmax_classifier", n_labels=3)
+    res = fit(a, (imgs, y[:, :3]), epochs=6, batch_size=16, lr=1e-2, seed=0,
+              out_dir=tmp_path, device="cpu", verbose=False)
+    assert res.history[-1]["accuracy"] > 0.9, res.history
+    with torch.no_grad():
+        assert (a.predict(imgs).argmax(1) == cls).float().mean() > 0.9

@@ -56,14 +56,54 @@ def test_demographics():
         manifest_summary(small_manifest(), by="hospital")
 
 
-def test_plots_return_figures():
+def test_prevalence_plot_shows_the_table():
+    """The bars are the prevalences (one colour per group, labels top to bottom), an undefined
+    label is drawn as an empty bar marked n/a, and the title is the caller's."""
     import matplotlib
 
     matplotlib.use("Agg")
-    s = manifest_summary(small_manifest(), labels=["Effusion", "Hernia"])
-    assert plot_prevalence(s).axes and plot_demographics(small_manifest()).axes
     import matplotlib.pyplot as plt
 
+    s = manifest_summary(small_manifest(), labels=["Effusion", "Hernia"])
+    ax = plot_prevalence(s, title="SYNTHETIC hospitals A and B").axes[0]
+    assert ax.get_title() == "SYNTHETIC hospitals A and B"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["Effusion", "Hernia"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["A", "B"]
+    assert ax.get_legend().get_title().get_text() == "domain"
+    for container, group in zip(ax.containers, ["A", "B"]):
+        widths = [bar.get_width() for bar in container]
+        expected = np.nan_to_num(s.prevalence[group].to_numpy(dtype=float))
+        assert np.allclose(widths, expected), (group, widths, expected)
+    assert [b.get_width() for b in ax.containers[0]] == pytest.approx([1 / 2, 1 / 3])
+    na = [t for t in ax.texts if t.get_text() == "n/a"]
+    assert len(na) == 1   # Hernia at B only
+    hernia_b = ax.containers[1][1]
+    assert na[0].get_position()[1] == pytest.approx(hernia_b.get_y() + hernia_b.get_height() / 2)
+    assert plot_prevalence(s).axes[0].get_title() == "Label prevalence"
+    plt.close("all")
+
+
+def test_demographics_plot_shows_the_table():
+    """Ages as one density histogram per group, % female as bars, view shares stacked to 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = small_manifest()
+    d = demographics_table(m)
+    age, sex, view = plot_demographics(m).axes
+    assert [ax.get_title() for ax in (age, sex, view)] == ["Age", "Sex", "View"]
+    assert [t.get_text() for t in age.get_legend().get_texts()] == ["A", "B"]
+    assert len(age.patches) == 2   # one step outline per group
+    assert [b.get_height() for b in sex.patches] == pytest.approx(list(d["pct_female"]))
+    assert [t.get_text() for t in sex.get_xticklabels()] == ["A", "B"]
+    assert [t.get_text() for t in view.get_legend().get_texts()] == ["AP", "PA"]
+    ap, pa = view.containers
+    assert [b.get_height() for b in ap] == pytest.approx(list(d["view_AP"]))
+    assert [b.get_y() for b in pa] == pytest.approx(list(d["view_AP"]))    # stacked on AP
+    tops = [a.get_height() + p.get_height() for a, p in zip(ap, pa)]
+    assert tops == pytest.approx([1.0, 1.0])
     plt.close("all")
 
 

@@ -1,4 +1,4 @@
-"""Training methods (BCE, SupCon, RRR, ActDiff, ...), one module each; the registry lives in
+"""Training methods (BCE, SupCon, a softmax classifier, RRR, ActDiff, ...), one module each; the registry lives in
 ``registry.py``.
 
 Every method is an :class:`~cxrlab.methods.base.Algorithm` with one training interface, so
@@ -12,6 +12,7 @@ from cxrlab.methods.registry import ALGORITHMS, create_algorithm, get_algorithm,
 # the built-in methods, one module each; importing them registers them
 from cxrlab.methods import bce, supcon  # noqa: F401,E402
 from cxrlab.methods import rrr, actdiff  # noqa: F401,E402  (after bce: tables list in this order)
+from cxrlab.methods import softmax  # noqa: F401,E402  (one class per image: cxrlab.shift's domain classifier)
 from cxrlab.methods.mask_guided import MaskError  # noqa: E402
 from cxrlab.methods.supcon import PretrainOnlyError
 

@@ -19,18 +19,17 @@ Everything here is small enough to run on a laptop CPU on the synthetic hospital
 (:mod:`cxrlab.data.synthetic`); results on those hospitals are *synthetic* and say so.
 
 One module per measurement: :mod:`~cxrlab.shift.images` (histograms, image statistics),
-:mod:`~cxrlab.shift.small_cnn` (the small CNN and its AUC), :mod:`~cxrlab.shift.gap` (train
+:mod:`~cxrlab.shift.classifier` (train a registered backbone and method with the shared
+engine, and score its AUC), :mod:`~cxrlab.shift.gap` (train
 at the source, test everywhere), :mod:`~cxrlab.shift.domain` (the domain classifier) and
 :mod:`~cxrlab.shift.summary` (one table per cache).
 """
 from cxrlab.shift.domain import DomainClassifierResult, domain_classifier
 from cxrlab.shift.gap import DEFAULT_GAP_LABELS, label_drop, source_target_gap
 from cxrlab.shift.images import image_statistics, intensity_histograms
-from cxrlab.shift.small_cnn import (ImageClassifier, SmallCNN, auc_per_label, evaluate_auc,
-                                    make_backbone, masked_bce, train_small_cnn)
+from cxrlab.shift.classifier import ImageClassifier, auc_per_label, evaluate_auc, train_small_cnn
 from cxrlab.shift.summary import shift_summary
 
-__all__ = ["DEFAULT_GAP_LABELS", "DomainClassifierResult", "ImageClassifier", "SmallCNN",
-           "auc_per_label", "domain_classifier", "evaluate_auc", "image_statistics",
-           "intensity_histograms", "label_drop", "make_backbone", "masked_bce", "shift_summary",
-           "source_target_gap", "train_small_cnn"]
+__all__ = ["DEFAULT_GAP_LABELS", "DomainClassifierResult", "ImageClassifier", "auc_per_label",
+           "domain_classifier", "evaluate_auc", "image_statistics", "intensity_histograms",
+           "label_drop", "shift_summary", "source_target_gap", "train_small_cnn"]

@@ -12,7 +12,7 @@ from cxrlab.data.cache import Cache
 from cxrlab.data.dataset import load_arrays
 from cxrlab.seeding import seed_everything
 from cxrlab.shift.images import _batch_statistics, _domains, _read, _sample_rows
-from cxrlab.shift.small_cnn import ImageClassifier, SmallCNN, _fit
+from cxrlab.shift.classifier import train_classifier
 
 
 @dataclass
@@ -66,6 +66,7 @@ def _handcrafted_features(img: np.ndarray, grid: int = 8) -> np.ndarray:
 def domain_classifier(cache: Cache, domains: Sequence[str] | None = None, seed: int = 0,
                       method: str = "cnn", *, max_per_domain: int | None = None,
                       epochs: int = 4, lr: float = 3e-3, batch_size: int = 32,
+                      augment: str | bool = "none", backbone: str | None = None,
                       device: str = "cpu") -> DomainClassifierResult:
     """Train a classifier to predict *which hospital* an image comes from.
 
@@ -73,10 +74,14 @@ def domain_classifier(cache: Cache, domains: Sequence[str] | None = None, seed: 
     can pick up too. Trained on the train split of each domain (epoch chosen on the val split),
     evaluated on the test split (the cache's splits are patient-level, so no patient is in both).
 
-    method: ``"cnn"`` (the :class:`SmallCNN`, softmax over domains) or ``"logreg"`` (logistic
-        regression on hand-made features: intensity statistics, noise, a histogram and an 8x8
-        thumbnail; fast and interpretable).
+    method: ``"cnn"`` (a registered backbone, ``"tiny_cnn"`` by default, with the registered
+        ``"softmax_classifier"`` method: softmax over domains, trained by
+        :func:`cxrlab.engine.fit`, the epoch with the best val accuracy kept) or ``"logreg"``
+        (logistic regression on hand-made features: intensity statistics, noise, a histogram
+        and an 8x8 thumbnail; fast and interpretable).
     max_per_domain: cap on training images per domain (seeded sample; ``None`` = all).
+    augment, backbone: for ``"cnn"``: augmentation strength (see
+        :func:`cxrlab.shift.train_small_cnn`) and registered backbone name (``None``: ``"tiny_cnn"``).
     """
     if method not in ("cnn", "logreg"):
         raise ValueError(f"method must be 'cnn' or 'logreg', got {method!r}")
@@ -107,18 +112,22 @@ def domain_classifier(cache: Cache, domains: Sequence[str] | None = None, seed: 
         proba[:, clf.classes_] = clf.predict_proba(feats["test"])
     else:
         x_tr, _ = load_arrays(cache, parts["train"][0], [])
-        y_tr = torch.as_tensor(parts["train"][1], dtype=torch.long)
-        model = ImageClassifier(SmallCNN(), len(doms), doms, multilabel=False)
-        score_val = None
+        onehot = torch.eye(len(doms))
+        val_fn = None
         if len(parts["val"][0]):
             x_va, _ = load_arrays(cache, parts["val"][0], [])
             y_va = parts["val"][1]
 
-            def score_val(m):
-                return float((m.predict_proba(x_va).argmax(1) == y_va).mean())
-        _fit(model, x_tr, y_tr, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
-             weight_decay=1e-4, augment=2, score_val=score_val, device=device,
-             desc="domain classifier")
+            def val_fn(alg):
+                from cxrlab.engine import predict_logits
+
+                logits, _ = predict_logits(alg, {"image": x_va, "labels": onehot[y_va]})
+                return {"accuracy": float((logits.argmax(1) == y_va).mean())}
+        model = train_classifier(x_tr, onehot[parts["train"][1]], method="softmax_classifier",
+                                 names=doms, multilabel=False, epochs=epochs, seed=seed, lr=lr,
+                                 batch_size=batch_size, weight_decay=1e-4, augment=augment,
+                                 backbone=backbone, device=device, val_fn=val_fn,
+                                 monitor="accuracy" if val_fn is not None else None)
         x_te, _ = load_arrays(cache, parts["test"][0], [])
         proba = model.predict_proba(x_te)
     return _domain_result(parts["test"][1], proba, doms, method, len(parts["train"][0]),

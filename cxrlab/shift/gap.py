@@ -9,7 +9,7 @@ from cxrlab.data.cache import Cache
 from cxrlab.data.dataset import load_arrays
 from cxrlab.labels import get_label_space
 from cxrlab.shift.images import _domains
-from cxrlab.shift.small_cnn import evaluate_auc, train_small_cnn
+from cxrlab.shift.classifier import evaluate_auc, train_small_cnn
 
 #: findings used by default to measure the source-to-target gap: common enough in a few
 #: hundred images per hospital to give a usable AUC, and shared by NIH and CheXpert/MIMIC.
@@ -63,7 +63,7 @@ def source_target_gap(cache: Cache, source: str = "source", targets: Sequence[st
         rows.append(row)
     df = pd.DataFrame(rows)
     df.insert(4, "drop", df["auc_macro"].iloc[0] - df["auc_macro"])
-    val_scores = [h["val_score"] for h in model.history]
+    val_scores = [h.get("val_auc_macro") for h in model.history]
     df.attrs.update(source=source, labels=list(labels), seed=seed, epochs=epochs,
                     target_split=target_split or "all",
                     best_epoch=model.best_epoch,

@@ -1,5 +1,5 @@
-"""A small training run for tests/test_engine.py, started as a subprocess (and killed), or
-called in-process through :func:`run`.
+"""A small training run for tests/test_engine.py, started as a subprocess
+(``python -m tests.scripts.train_tiny``, and killed), or called in-process through :func:`run`.
 
 Prints ``EPOCH_DONE <e>`` after each epoch's checkpoint is written, ``RESUMED_FROM <k>`` and
 ``FINISHED`` at the end. With ``--slow-from E`` every step of epochs >= E prints
@@ -7,20 +7,16 @@ Prints ``EPOCH_DONE <e>`` after each epoch's checkpoint is written, ``RESUMED_FR
 slow-down touches timing only, never the numbers.
 """
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cxrlab.data.cache import open_cache  # noqa: E402
-from cxrlab.data.dataset import CacheDataset  # noqa: E402
-from cxrlab.engine import fit, make_val_fn  # noqa: E402
-from cxrlab.labels import SHARED7  # noqa: E402
-from cxrlab.methods import create_algorithm  # noqa: E402
-from cxrlab.models import create_backbone  # noqa: E402
+from cxrlab.data.cache import open_cache
+from cxrlab.data.dataset import CacheDataset
+from cxrlab.engine import fit, make_val_fn
+from cxrlab.labels import SHARED7
+from cxrlab.methods import create_algorithm
+from cxrlab.models import create_backbone
 
 
 def run(cache_path, out, epochs=4, batch_size=16, slow_from=0, say=print,

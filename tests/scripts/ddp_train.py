@@ -5,7 +5,7 @@ Started by tests/test_ddp_engine.py both under ``torchrun --nproc_per_node=2`` a
 single process. Every atomic write (checkpoints, history.json) is appended to
 ``<log_dir>/writes_rank<r>.txt``, so the test can check that only rank 0 writes.
 
-Usage: ddp_train.py LOG_DIR -- <engine arguments> [--- <engine arguments of a 2nd run> ...]
+Usage: python -m tests.scripts.ddp_train LOG_DIR -- <engine arguments> [--- <engine arguments of a 2nd run> ...]
 """
 import os
 import sys
@@ -14,14 +14,11 @@ from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import cxrlab.io  # noqa: E402
-from cxrlab.engine.__main__ import main  # noqa: E402
+import cxrlab.io
+from cxrlab.engine.__main__ import main
 
 log_dir = Path(sys.argv[1])
-assert sys.argv[2] == "--", "usage: ddp_train.py LOG_DIR -- ARGS [--- ARGS ...]"
+assert sys.argv[2] == "--", "usage: python -m tests.scripts.ddp_train LOG_DIR -- ARGS [--- ARGS ...]"
 rank = int(os.environ.get("RANK", "0"))
 _atomic_path = cxrlab.io.atomic_path
 

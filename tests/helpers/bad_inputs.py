@@ -1,16 +1,15 @@
 """The bad inputs the hardening tests try, as data: each ``tests/test_hardening_*.py`` lists its
 cases as :class:`BadInput` rows and runs them; ``docs/bad_inputs.md`` is rendered from the same
-rows (``python tests/bad_inputs.py`` rewrites it; ``test_hardening_doc`` fails when it drifts).
+rows (``python -m tests.helpers.bad_inputs`` rewrites it; ``test_hardening_doc`` fails when it
+drifts).
 """
 from __future__ import annotations
 
 import importlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-DOC = HERE.parent / "docs" / "bad_inputs.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "bad_inputs.md"
 MODULES = ("test_hardening_security", "test_hardening_config", "test_hardening_data")
 
 
@@ -30,11 +29,9 @@ class BadInput:
 
 
 def all_cases() -> list[BadInput]:
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
     out = []
     for name in MODULES:
-        out += list(importlib.import_module(name).CASES)
+        out += list(importlib.import_module(f"tests.{name}").CASES)
     return out
 
 
@@ -46,7 +43,8 @@ def render(cases: list[BadInput]) -> str:
     lines = [
         "# Bad inputs and what each gets",
         "",
-        "Generated from the cases of `tests/test_hardening_*.py` by `python tests/bad_inputs.py`;",
+        "Generated from the cases of `tests/test_hardening_*.py` by",
+        "`python -m tests.helpers.bad_inputs`;",
         "`tests/test_hardening_doc.py` fails when this file and the tests disagree. Every row is",
         "run by a test that checks the outcome and that the message contains the quoted text.",
         "Through the command line an error the package raises on purpose prints one line",

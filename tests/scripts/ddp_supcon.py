@@ -1,4 +1,5 @@
-"""Run by tests/test_supcon_ddp.py under ``torchrun --nproc_per_node=2 --standalone``.
+"""Run by tests/test_supcon_ddp.py as ``torchrun --nproc_per_node=2 --standalone -m
+tests.scripts.ddp_supcon OUT.json``.
 
 Every rank builds the same global batch and the same small linear encoder, then:
 
@@ -89,5 +90,5 @@ def main(out_path: str) -> None:
 if __name__ == "__main__":
     if "LOCAL_RANK" not in os.environ:
         sys.exit("run me with: python -m torch.distributed.run --nproc_per_node=2 --standalone "
-                 "tests/ddp_supcon_script.py OUT.json")
+                 "-m tests.scripts.ddp_supcon OUT.json (from the repository root)")
     main(sys.argv[1])

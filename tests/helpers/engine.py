@@ -1,5 +1,5 @@
-"""Small data and models for the engine tests (imported by the tests and by the scripts that
-the tests start as subprocesses; this folder is put on ``sys.path`` / ``PYTHONPATH``)."""
+"""Small data and models for the engine, method and DDP tests (imported by the tests and by the
+scripts in :mod:`tests.scripts` that the tests start as subprocesses)."""
 from __future__ import annotations
 
 import numpy as np
