@@ -68,7 +68,7 @@ def vit_reshape_transform(num_prefix_tokens: int) -> Callable[[torch.Tensor], to
     return reshape
 
 
-@register_target_layer("tiny_cnn", "small_cnn")
+@register_target_layer("tiny_cnn")
 def _last_feature_block(net: nn.Module) -> TargetLayers:
     return TargetLayers([net.features[-1]], None, f"features.{len(net.features) - 1}")
 
