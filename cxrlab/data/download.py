@@ -492,6 +492,17 @@ def _check_tar_members(dest: Path, chosen) -> None:
             _resolve_inside(dest, list(tgt.parts), links, m.name)
 
 
+def _needs_extracting(archive: Path, dest: Path) -> bool:
+    """False when ``archive`` was already extracted into ``dest``; else checks that the archive
+    exists and creates ``dest``."""
+    if is_extracted(archive, dest):
+        return False
+    if not archive.exists():
+        raise MissingInputError(f"archive {archive} is missing; download it first")
+    dest.mkdir(parents=True, exist_ok=True)
+    return True
+
+
 def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike, *,
                 members: Callable[[str], bool] | None = None) -> Path:
     """Unpack a (gzipped) tar archive into ``dest`` safely; skip if already done.
@@ -502,11 +513,8 @@ def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike, *,
     is written last; an interrupted extraction simply runs again (files are overwritten).
     """
     archive, dest = Path(archive), Path(dest)
-    if is_extracted(archive, dest):
+    if not _needs_extracting(archive, dest):
         return dest
-    if not archive.exists():
-        raise MissingInputError(f"archive {archive} is missing; download it first")
-    dest.mkdir(parents=True, exist_ok=True)
     try:
         tf = tarfile.open(archive, "r:*")
     except (tarfile.ReadError, EOFError, OSError) as e:
@@ -539,11 +547,8 @@ def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike, *,
                 members: Callable[[str], bool] | None = None) -> Path:
     """Unpack a zip archive into ``dest`` safely (same rules and marker as :func:`extract_tar`)."""
     archive, dest = Path(archive), Path(dest)
-    if is_extracted(archive, dest):
+    if not _needs_extracting(archive, dest):
         return dest
-    if not archive.exists():
-        raise MissingInputError(f"archive {archive} is missing; download it first")
-    dest.mkdir(parents=True, exist_ok=True)
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as e:
