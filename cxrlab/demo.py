@@ -16,7 +16,9 @@ def run_demo(out: str | Path = "demo_out", profile: str | None = None, seed: int
     from cxrlab.profiles import get_profile
     from cxrlab.data.synthetic import ensure_synthetic_cache, hospital_table, synthetic_cache_matches
     from cxrlab.io import atomic_to_csv, atomic_write_text
-    from cxrlab.plots import plot_gallery, plot_intensity_histograms, save_figure
+    from cxrlab.data.plots import plot_gallery
+    from cxrlab.shift.plots import plot_intensity_histograms
+    from cxrlab.style import save_figure
     from cxrlab.shift import intensity_histograms, shift_summary
 
     prof = get_profile(profile)

@@ -57,7 +57,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cxrlab import plots, shift
+from cxrlab import shift
+from cxrlab.data import plots as data_plots
+from cxrlab.shift import plots as shift_plots
 from cxrlab.course import setup
 from cxrlab.profiles import resolve_device
 
@@ -142,7 +144,7 @@ print("prevalence, % of labelled images (NaN = the data set does not define the 
 print(prev.to_string())
 
 # %%
-fig = plots.plot_label_shift(real_summary, title="REAL metadata (torchxrayvision tables): "
+fig = data_plots.plot_label_shift(real_summary, title="REAL metadata (torchxrayvision tables): "
                              "label prevalence, NIH vs CheXpert")
 plt.show()
 
@@ -153,7 +155,7 @@ demo = real_summary.demographics[["n_images", "n_patients", "images_per_patient"
 print(demo.T.round(2).to_string())
 
 # %%
-fig = plots.plot_demographics(real, title="REAL metadata: age, sex and view, NIH vs CheXpert")
+fig = data_plots.plot_demographics(real, title="REAL metadata: age, sex and view, NIH vs CheXpert")
 plt.show()
 
 # %% [markdown]
@@ -230,7 +232,7 @@ print(cache.manifest.groupby(["domain", "split"]).size().unstack().to_string())
 # this hospital labels it negative. That is label-definition shift, made visible.
 
 # %%
-fig = plots.plot_gallery(cache, per_domain=6, seed=SEED)
+fig = data_plots.plot_gallery(cache, per_domain=6, seed=SEED)
 plt.show()
 
 # %% [markdown]
@@ -241,8 +243,8 @@ plt.show()
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
-plots.plot_intensity_histograms(shift.intensity_histograms(cache, seed=SEED), ax=axes[0])
-plots.plot_intensity_histograms(shift.intensity_histograms(cache, region="lung", seed=SEED),
+shift_plots.plot_intensity_histograms(shift.intensity_histograms(cache, seed=SEED), ax=axes[0])
+shift_plots.plot_intensity_histograms(shift.intensity_histograms(cache, region="lung", seed=SEED),
                                 ax=axes[1])
 plt.show()
 
@@ -258,7 +260,7 @@ rows = np.concatenate([cache.select(domain=d)[:200] for d in cache.domains])
 stats = shift.image_statistics(cache, rows)
 cols = ["mean", "contrast", "gradient", "noise", "lung_mean", "outside_mean", "lung_fraction"]
 print(stats.groupby("domain")[cols].mean().round(2).to_string())
-fig = plots.plot_image_statistics(stats)
+fig = shift_plots.plot_image_statistics(stats)
 plt.show()
 
 # %% [markdown]
@@ -270,9 +272,9 @@ summary = shift.shift_summary(cache, seed=SEED)
 print(summary.T.round(2).to_string())
 
 # %%
-fig = plots.plot_label_shift(summary)
+fig = data_plots.plot_label_shift(summary)
 plt.show()
-fig = plots.plot_demographics(cache)
+fig = data_plots.plot_demographics(cache)
 plt.show()
 
 # %% [markdown]
@@ -291,7 +293,7 @@ dom = shift.domain_classifier(cache, method="cnn", seed=SEED, epochs=3, max_per_
                               device=DEVICE)
 print(dom)
 print(dom.summary().round(3).to_string())
-fig = plots.plot_domain_confusion(dom)
+fig = shift_plots.plot_domain_confusion(dom)
 plt.show()
 
 # %% [markdown]
@@ -318,7 +320,7 @@ gap = shift.source_target_gap(cache, epochs=CNN_EPOCHS, seed=SEED, target_split=
 show = ["domain", "n", "auc_macro", "drop"] + [f"auc_{lab}" for lab in gap.attrs["labels"]]
 print(f"best epoch on source val: {gap.attrs['best_epoch']} (val AUC {gap.attrs['val_auc']:.3f})")
 print(gap[show].round(3).to_string(index=False))
-fig = plots.plot_auc_gap(gap)
+fig = shift_plots.plot_auc_gap(gap)
 plt.show()
 
 # %% [markdown]
@@ -357,7 +359,7 @@ print(f"largest drop: {targets['drop'].idxmax()} ({targets['drop'].max():.3f}); 
 # %%
 cache_sc = synthetic_cache(shortcut=True)
 ptx_rows = cache_sc.select(domain="source", query="Pneumothorax == 1")[:6]
-fig = plots.plot_gallery(cache_sc, rows=ptx_rows, show_masks=False)
+fig = data_plots.plot_gallery(cache_sc, rows=ptx_rows, show_masks=False)
 fig.suptitle("SYNTHETIC source hospital with the shortcut: pneumothorax images, most with a drain",
              fontsize=10)
 plt.show()
@@ -372,7 +374,7 @@ ptx = {name: shift.source_target_gap(c, labels=("Pneumothorax",), epochs=CNN_EPO
 table = pd.DataFrame({name: g.set_index("domain")["auc_Pneumothorax"] for name, g in ptx.items()})
 table.loc["drop (source - mean of targets)"] = table.iloc[0] - table.iloc[1:].mean()
 print(table.round(3).to_string())
-fig = plots.plot_gap_comparison(ptx, label="Pneumothorax")
+fig = shift_plots.plot_gap_comparison(ptx, label="Pneumothorax")
 plt.show()
 
 # %% [markdown]

@@ -9,12 +9,12 @@ PKG = Path(__file__).resolve().parents[1] / "cxrlab"
 
 #: top-level module or package of cxrlab -> its floor (see docs/architecture.md)
 FLOORS = {
-    "errors": 0, "io": 0, "progress": 0, "seeding": 0, "labels": 0, "profiles": 0,
+    "errors": 0, "style": 0, "io": 0, "progress": 0, "seeding": 0, "labels": 0, "profiles": 0,
     "data": 1, "masks": 1, "augment": 1,
     "models": 2, "losses": 2, "metrics": 2,
     "methods": 3,
     "engine": 4,
-    "probe": 5, "shift": 5, "explain": 5, "plots": 5,
+    "probe": 5, "shift": 5, "explain": 5,
     "study": 6,
     "cli": 7, "demo": 7, "course": 7, "bench": 7, "info": 7, "__main__": 7, "__init__": 7,
 }

@@ -1,4 +1,4 @@
-"""cxrlab.shift and cxrlab.plots on tiny hand-made caches (seconds, no synthetic generator)."""
+"""cxrlab.shift, its figures and the data figures on tiny hand-made caches (seconds, no synthetic generator)."""
 from __future__ import annotations
 
 import matplotlib
@@ -11,7 +11,9 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from cxrlab import plots, shift
+from cxrlab import shift, style
+from cxrlab.data import plots as data_plots
+from cxrlab.shift import plots as shift_plots
 from cxrlab.shift import domain as shift_domain
 from cxrlab.shift import images as shift_images
 
@@ -207,22 +209,22 @@ def test_plots_return_figures_and_save_png(cache, tmp_path):
     dom = shift_domain._domain_result(np.array([0, 0, 1, 1]), np.array(
         [[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.1, 0.9]]), ["alpha", "beta"], "logreg", 8, True)
     figs = {
-        "gallery": plots.plot_gallery(cache, per_domain=3),
-        "gallery_rows": plots.plot_gallery(cache, rows=[0, 3, 40], show_masks=False),
-        "hist": plots.plot_intensity_histograms(shift.intensity_histograms(cache, bins=16)),
-        "stats": plots.plot_image_statistics(shift.image_statistics(cache)),
-        "confusion": plots.plot_domain_confusion(dom),
-        "gap": plots.plot_auc_gap(gap),
-        "gap_cmp": plots.plot_gap_comparison({"off": gap, "on": gap}, label="Effusion"),
-        "labels": plots.plot_label_shift(shift.shift_summary(cache, rows_per_domain=5)),
-        "demo": plots.plot_demographics(cache),
+        "gallery": data_plots.plot_gallery(cache, per_domain=3),
+        "gallery_rows": data_plots.plot_gallery(cache, rows=[0, 3, 40], show_masks=False),
+        "hist": shift_plots.plot_intensity_histograms(shift.intensity_histograms(cache, bins=16)),
+        "stats": shift_plots.plot_image_statistics(shift.image_statistics(cache)),
+        "confusion": shift_plots.plot_domain_confusion(dom),
+        "gap": shift_plots.plot_auc_gap(gap),
+        "gap_cmp": shift_plots.plot_gap_comparison({"off": gap, "on": gap}, label="Effusion"),
+        "labels": data_plots.plot_label_shift(shift.shift_summary(cache, rows_per_domain=5)),
+        "demo": data_plots.plot_demographics(cache),
     }
     for name, fig in figs.items():
         assert isinstance(fig, Figure), name
-        out = plots.save_figure(fig, tmp_path / f"{name}.png", dpi=40, close=True)
+        out = style.save_figure(fig, tmp_path / f"{name}.png", dpi=40, close=True)
         assert _is_png(out), name
     # titles say SYNTHETIC on synthetic data
-    fig = plots.plot_gallery(cache, per_domain=1)
+    fig = data_plots.plot_gallery(cache, per_domain=1)
     assert "SYNTHETIC" in fig._suptitle.get_text()
     assert dom.confusion.to_numpy().sum() == 4 and dom.accuracy == 0.75
     plt.close("all")
@@ -231,10 +233,10 @@ def test_plots_return_figures_and_save_png(cache, tmp_path):
 def test_prevalence_table_accepts_several_shapes():
     long = pd.DataFrame({"domain": ["nih", "nih", "chexpert"], "label": ["Hernia", "Edema", "Edema"],
                          "prevalence": [0.002, 0.02, 0.25]})
-    wide = plots.prevalence_table(long)
+    wide = data_plots.prevalence_table(long)
     assert wide.loc["Edema", "chexpert"] == 0.25 and np.isnan(wide.loc["Hernia", "chexpert"])
-    assert plots.prevalence_table({"prevalence": wide}).equals(wide)
-    fig = plots.plot_label_shift(long, title="real metadata")
+    assert data_plots.prevalence_table({"prevalence": wide}).equals(wide)
+    fig = data_plots.plot_label_shift(long, title="real metadata")
     assert isinstance(fig, Figure)
     with pytest.raises(KeyError, match="prevalence"):
-        plots.prevalence_table({"other": wide})
+        data_plots.prevalence_table({"other": wide})

@@ -1,6 +1,6 @@
 """Figures of a study (:mod:`cxrlab.study`): each takes the study's summary table
 (:func:`cxrlab.study.summarise`) or per-label table and returns a matplotlib Figure; nothing is
-shown or saved here (use :func:`cxrlab.plots.save_figure`). Error bars are the 95 % intervals
+shown or saved here (use :func:`cxrlab.style.save_figure`). Error bars are the 95 % intervals
 of the table (bootstrap over patients for one seed, t-interval over seeds for several).
 Figures of synthetic data say SYNTHETIC in their title.
 """
@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from cxrlab.plots import SHORT
+from cxrlab.style import SHORT
 from cxrlab.study.tables import _model_order, method_order, setting_names
 
 _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",

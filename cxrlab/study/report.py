@@ -20,7 +20,7 @@ def write_study_figures(res: StudyResult, dpi: int = 90) -> dict[str, Path]:
     import matplotlib.pyplot as plt
 
     from cxrlab.study import plots as P
-    from cxrlab.plots import save_figure
+    from cxrlab.style import save_figure
 
     summ = summarise(res.results)
     spaces = list(summ["label_space"].unique())
@@ -103,7 +103,7 @@ def report(results_dir, dpi: int = 90, verbose: bool = True) -> Path:
     import matplotlib.pyplot as plt
 
     from cxrlab.study import plots as P
-    from cxrlab.plots import save_figure
+    from cxrlab.style import save_figure
 
     root = Path(results_dir).expanduser()
     if not root.is_dir():

@@ -1,0 +1,176 @@
+"""Figures of the shift measurements (:mod:`cxrlab.shift`): intensity histograms, image
+statistics, the domain classifier's confusion matrix and the source-to-target AUC gap. Style
+comes from :mod:`cxrlab.style`."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from cxrlab.style import PALETTE, SHORT, colors, pyplot, synthetic_tag
+
+
+def plot_intensity_histograms(df: pd.DataFrame, ax=None, log: bool = False):
+    """Lines of :func:`cxrlab.shift.intensity_histograms` output, one per domain."""
+    plt = pyplot()
+    need = {"domain", "bin_center", "density"}
+    if not need <= set(df.columns):
+        raise ValueError(f"expected columns {sorted(need)} (from cxrlab.shift.intensity_histograms)"
+                         f", got {list(df.columns)}")
+    fig = ax.figure if ax is not None else plt.figure(figsize=(6.5, 3.6))
+    ax = ax or fig.add_subplot(111)
+    doms = list(dict.fromkeys(df["domain"]))
+    col = colors(doms)
+    for d in doms:
+        g = df[df["domain"] == d]
+        ax.plot(g["bin_center"], g["density"], label=f"{d} (n={int(g['n_images'].iloc[0])})"
+                if "n_images" in g else d, color=col[d], lw=1.6)
+    if log:
+        ax.set_yscale("log")
+    region = df.attrs.get("region", "all")
+    ax.set_xlabel("grey level (0-255)")
+    ax.set_ylabel("fraction of pixels")
+    ax.set_xlim(0, 255)
+    where = {"all": "all pixels", "lung": "inside the lungs", "outside": "outside the lungs"}
+    ax.set_title(f"{synthetic_tag(df)}intensity histogram per hospital ({where.get(region, region)})",
+                 fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_image_statistics(stats: pd.DataFrame,
+                          columns: Sequence[str] = ("mean", "contrast", "noise", "gradient")):
+    """Box plots of :func:`cxrlab.shift.image_statistics` columns, one box per domain."""
+    plt = pyplot()
+    missing = [c for c in list(columns) + ["domain"] if c not in stats.columns]
+    if missing:
+        raise ValueError(f"columns {missing} not in the statistics table; have {list(stats.columns)}")
+    doms = list(dict.fromkeys(stats["domain"]))
+    col = colors(doms)
+    fig, axes = plt.subplots(1, len(columns), figsize=(2.6 * len(columns), 3.2), squeeze=False)
+    for ax, c in zip(axes[0], columns):
+        data = [stats.loc[stats["domain"] == d, c].dropna().to_numpy() for d in doms]
+        bp = ax.boxplot(data, patch_artist=True, widths=0.6, showfliers=False)
+        for patch, d in zip(bp["boxes"], doms):
+            patch.set_facecolor(col[d])
+            patch.set_alpha(0.6)
+        ax.set_xticks(range(1, len(doms) + 1))
+        ax.set_xticklabels(doms, rotation=35, ha="right", fontsize=8)
+        ax.set_title(c, fontsize=9)
+    fig.suptitle(f"{synthetic_tag(stats)}image statistics per hospital (grey levels)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# domain classifier and AUC gap
+# --------------------------------------------------------------------------------------------
+
+
+def plot_domain_confusion(result, normalize: bool = True, ax=None):
+    """Confusion matrix of a :class:`cxrlab.shift.DomainClassifierResult` (rows: true hospital).
+    Cells show the row fraction (or the count) and the count."""
+    plt = pyplot()
+    cm = result.confusion.to_numpy().astype(float)
+    shown = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
+    fig = ax.figure if ax is not None else plt.figure(figsize=(4.6, 4.0))
+    ax = ax or fig.add_subplot(111)
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    doms = list(result.domains)
+    ax.set_xticks(range(len(doms)))
+    ax.set_yticks(range(len(doms)))
+    ax.set_xticklabels(doms, rotation=35, ha="right", fontsize=8)
+    ax.set_yticklabels(doms, fontsize=8)
+    ax.set_xlabel("predicted hospital")
+    ax.set_ylabel("true hospital")
+    for i in range(len(doms)):
+        for j in range(len(doms)):
+            txt = f"{shown[i, j]:.2f}\n({int(cm[i, j])})" if normalize else f"{int(cm[i, j])}"
+            ax.text(j, i, txt, ha="center", va="center", fontsize=7,
+                    color="white" if shown[i, j] > 0.6 * (shown.max() or 1) else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title(f"{synthetic_tag(result)}domain classifier ({result.method})\n"
+                 f"accuracy {result.accuracy:.2f} vs chance {result.chance:.2f}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_auc_gap(df: pd.DataFrame, labels: Sequence[str] | None = None, ax=None):
+    """Grouped bars of :func:`cxrlab.shift.source_target_gap`: AUC per label (and macro) for the
+    source test split and every target test split. The dashed line is chance (0.5)."""
+    plt = pyplot()
+    if "auc_macro" not in df.columns or "domain" not in df.columns:
+        raise ValueError("expected a table from cxrlab.shift.source_target_gap "
+                         "(columns domain, auc_macro, auc_<label>)")
+    labels = list(labels) if labels is not None else [
+        c[4:] for c in df.columns if c.startswith("auc_") and c != "auc_macro"]
+    cols = [f"auc_{lab}" for lab in labels] + ["auc_macro"]
+    names = [SHORT.get(lab, lab) for lab in labels] + ["macro"]
+    doms = list(df["domain"])
+    col = colors(doms)
+    fig = ax.figure if ax is not None else plt.figure(figsize=(max(6.0, 1.1 * len(cols) + 2), 3.8))
+    ax = ax or fig.add_subplot(111)
+    width = 0.8 / max(len(doms), 1)
+    x = np.arange(len(cols))
+    for k, (_, row) in enumerate(df.iterrows()):
+        role = row.get("role", "")
+        lab = f"{row['domain']} ({role})" if role else row["domain"]
+        ax.bar(x + (k - (len(doms) - 1) / 2) * width, [row[c] for c in cols], width,
+               label=lab, color=col[row["domain"]], alpha=0.9 if role == "source" else 0.7)
+    ax.axhline(0.5, color="k", ls="--", lw=0.8)
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, fontsize=8)
+    ax.set_ylim(0.3, 1.0)
+    ax.set_ylabel("ROC AUC")
+    src = df.attrs.get("source", df["domain"].iloc[0])
+    ax.set_title(f"{synthetic_tag(df)}trained at '{src}', tested at every hospital\n"
+                 f"({_where_scored(df)})", fontsize=10)
+    ax.legend(fontsize=7, frameon=False, ncol=min(len(doms), 4), loc="upper center",
+              bbox_to_anchor=(0.5, -0.08))
+    fig.tight_layout()
+    return fig
+
+
+def _where_scored(df: pd.DataFrame) -> str:
+    ts = df.attrs.get("target_split", "test")
+    return ("source: test split; targets: every image" if ts == "all"
+            else f"source: test split; targets: {ts} split")
+
+
+def plot_gap_comparison(gaps: dict[str, pd.DataFrame], label: str = "Pneumothorax", ax=None):
+    """Bars of one label's AUC per domain for several :func:`source_target_gap` tables (e.g.
+    ``{"shortcut off": df0, "shortcut on": df1}``): does the source-to-target drop grow?"""
+    plt = pyplot()
+    fig = ax.figure if ax is not None else plt.figure(figsize=(6.0, 3.6))
+    ax = ax or fig.add_subplot(111)
+    runs = list(gaps)
+    doms = list(dict.fromkeys(d for g in gaps.values() for d in g["domain"]))
+    width = 0.8 / max(len(runs), 1)
+    x = np.arange(len(doms))
+    tag = ""
+    for k, name in enumerate(runs):
+        g = gaps[name].set_index("domain")
+        col = f"auc_{label}"
+        if col not in g.columns:
+            raise KeyError(f"{label!r} was not evaluated in run {name!r}")
+        tag = tag or synthetic_tag(gaps[name])
+        vals = [g[col].get(d, np.nan) for d in doms]
+        ax.bar(x + (k - (len(runs) - 1) / 2) * width, vals, width, label=name,
+               color=PALETTE[k % len(PALETTE)], alpha=0.8)
+    ax.axhline(0.5, color="k", ls="--", lw=0.8)
+    ax.set_xticks(x)
+    ax.set_xticklabels(doms, rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0.3, 1.0)
+    ax.set_ylabel(f"{label} AUC")
+    first = next(iter(gaps.values()))
+    ax.set_title(f"{tag}{label}: source vs targets\n({_where_scored(first)})", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# population and label shift
+# --------------------------------------------------------------------------------------------
