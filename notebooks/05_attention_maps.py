@@ -47,7 +47,7 @@ import torch
 from IPython.display import display
 
 from cxrlab.course import setup
-from cxrlab.data.dataset import load_arrays
+from cxrlab.data.dataset import load_arrays, load_masks
 from cxrlab.data.synthetic import ensure_synthetic_cache
 from cxrlab.engine import fit, predict_scores
 from cxrlab.explain import analysis as A
@@ -231,11 +231,9 @@ fig = XP.plot_cam_grid(rs["images"][:6], {k: v[:6] for k, v in cams_sc.items()},
 def train_masked(method: str, lam: float, epochs: int = EPOCHS, seed: int = 0):
     """RRR / ActDiff with lung-periphery masks on the shortcut source; cached like train_erm."""
     cache = caches[True]
-    rows = np.asarray(cache.select(split="train"), dtype=np.int64)
+    rows = cache.select(split="train")
     x, y = load_arrays(cache, rows, LABELS)
-    data = {"image": x, "labels": y, "row": torch.from_numpy(rows),
-            "lung_mask": torch.from_numpy(np.asarray(cache.lung_masks[rows]))[:, None],
-            "lesion_mask": torch.from_numpy(np.asarray(cache.lesion_masks[rows]).astype(np.int32))[:, None]}
+    data = {"image": x, "labels": y, **load_masks(cache, rows)}
     alg = create_algorithm(method, create_backbone(prof.backbones[0], image_size=SIZE, seed=seed),
                            len(LABELS), {"lam": lam, "mask": "lung_periphery",
                                          "backbone_lr_scale": 1.0, "pos_weight": 4.0})

@@ -129,20 +129,16 @@ def _serve():
     return httpd
 
 
-@pytest.fixture
-def canary():
+def _local_server():
     httpd = _serve()
     yield httpd
     httpd.shutdown()
     httpd.server_close()
 
 
-@pytest.fixture
-def other_host():
-    httpd = _serve()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+# two independent servers on 127.0.0.1: a canary that must never be reached, and a second host
+canary = pytest.fixture(_local_server, name="canary")
+other_host = pytest.fixture(_local_server, name="other_host")
 
 
 # ----------------------------------------------------------------------------- queries

@@ -369,3 +369,21 @@ def test_arms_are_checked_before_training():
     assert [(a.name, a.method, a.hparams, a.display) for a in arms] == [
         ("supcon", "supcon", {"temperature": 0.2}, "SupCon + linear probe"),
         ("hot", "supcon", {"temperature": 0.5}, "SupCon + linear probe (hot)")]
+
+
+def test_a_method_that_needs_masks_gets_them_in_its_training_batches(tiny_study, tmp_path,
+                                                                       monkeypatch):
+    from cxrlab.data.dataset import load_masks
+
+    _, _, _, cache = tiny_study
+    m = load_masks(cache, [3, 1])
+    assert m["row"].tolist() == [3, 1] and m["lung_mask"].shape == (2, 1, 64, 64)
+    assert (m["lesion_mask"][0, 0].numpy() == cache.lesion_masks[3]).all()
+    monkeypatch.setenv("CXRLAB_HOME", str(tmp_path / "home"))
+    arm = {"name": "rrr_per", "method": "rrr", "hparams": {"lam": 0.1, "mask": "lung_periphery"}}
+    res = S.run_study(_config(cache.path, methods=[arm]), tmp_path / "rrr", profile="ci",
+                      verbose=False, figures=False)
+    rec = json.loads((tmp_path / "rrr" / "units" / "rrr_per__tiny_cnn__seed0" / "metrics.json")
+                     .read_text())
+    assert rec["config"]["algorithm"] == "rrr" and rec["info"]["fit_epochs"] == 1
+    assert set(res.results["setting"]) == {"RRR (rrr_per)"}

@@ -55,3 +55,17 @@ def load_arrays(cache: Cache, rows: Sequence[int], label_space="nih14"):
     imgs = np.empty((len(rows), cache.image_size, cache.image_size), dtype=np.uint8)
     imgs[order] = cache.images[rows[order]]
     return torch.from_numpy(imgs)[:, None], torch.from_numpy(cache.labels(label_space, rows))
+
+
+def load_masks(cache: Cache, rows: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The rows' ``row`` index, ``lung_mask`` (uint8 [n,1,S,S]) and ``lesion_mask`` (int32
+    [n,1,S,S], bit k = NIH14 label k), in memory: with :func:`load_arrays`'s images and labels
+    they make the dict of tensors a mask-guided method trains on (``{"image": x, "labels": y,
+    **load_masks(cache, rows)}``)."""
+    if cache.lung_masks is None or cache.lesion_masks is None:
+        raise ValueError(f"{cache.path} has no lung/lesion masks; prepare it with masks")
+    rows = np.asarray(rows, dtype=np.int64)
+    return {"row": torch.from_numpy(rows),
+            "lung_mask": torch.from_numpy(np.asarray(cache.lung_masks[rows]))[:, None],
+            "lesion_mask": torch.from_numpy(
+                np.asarray(cache.lesion_masks[rows]).astype(np.int32))[:, None]}

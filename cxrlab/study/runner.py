@@ -139,16 +139,12 @@ class _Runner:
                              f"cache of {name!r} ({s.cache.path}) has none; use the synthetic "
                              "hospitals or add masks (cxrlab data lungmasks ...)")
         if len(s.rows) * s.cache.image_size ** 2 <= (1 << 30):
-            from cxrlab.data.dataset import load_arrays
+            from cxrlab.data.dataset import load_arrays, load_masks
 
             images, _ = load_arrays(s.cache, s.rows, list(self.data.train_labels))
             if not with_masks:
                 return (images, y)
-            rows = np.asarray(s.rows, dtype=np.int64)
-            return {"image": images, "labels": y, "row": torch.from_numpy(rows),
-                    "lung_mask": torch.from_numpy(np.asarray(s.cache.lung_masks[rows]))[:, None],
-                    "lesion_mask": torch.from_numpy(
-                        np.asarray(s.cache.lesion_masks[rows]).astype(np.int32))[:, None]}
+            return {"image": images, "labels": y, **load_masks(s.cache, s.rows)}
         from cxrlab.data.dataset import CacheDataset
 
         ds = CacheDataset(s.cache, s.rows, list(self.data.train_labels), with_masks=with_masks)
