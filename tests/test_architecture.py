@@ -9,7 +9,7 @@ PKG = Path(__file__).resolve().parents[1] / "cxrlab"
 
 #: top-level module or package of cxrlab -> its floor (see docs/architecture.md)
 FLOORS = {
-    "errors": 0, "style": 0, "io": 0, "progress": 0, "seeding": 0, "labels": 0, "profiles": 0,
+    "errors": 0, "claims": 0, "style": 0, "io": 0, "progress": 0, "seeding": 0, "labels": 0, "profiles": 0,
     "data": 1, "masks": 1, "augment": 1,
     "models": 2, "losses": 2, "metrics": 2,
     "methods": 3,
