@@ -73,14 +73,14 @@ def _profiles() -> dict[str, Profile]:
     )
     return {
         "ci": Profile(
-            name="ci", data="synthetic", image_size=64, n_per_hospital=400,
-            backbones=("tiny_cnn", "tiny_resnet", "tiny_vit"), pretrained=False,
+            name="ci", data="synthetic", image_size=64, n_per_hospital=1000,
+            backbones=("tiny_cnn", "tiny_resnet", "tiny_vit"), pretrained=True,
             epochs=3, finetune_epochs=2, batch_size=64, lr=1e-3, seeds=(0,),
             precision="fp32", num_workers=0, bootstrap=200, **common,
         ),
         "cpu": Profile(
             name="cpu", data="synthetic", image_size=96, n_per_hospital=2000,
-            backbones=("tiny_cnn", "tiny_resnet", "tiny_vit"), pretrained=False,
+            backbones=("tiny_cnn", "tiny_resnet", "tiny_vit"), pretrained=True,
             epochs=8, finetune_epochs=5, batch_size=128, lr=1e-3, seeds=(0, 1, 2),
             precision="fp32", num_workers=_default_workers(), bootstrap=1000, **common,
         ),

@@ -19,7 +19,7 @@ def test_profiles_exist_and_differ():
     ci, cpu, gpu = (profiles.get_profile(n) for n in ("ci", "cpu", "gpu"))
     assert ci.image_size < gpu.image_size and ci.n_per_hospital < cpu.n_per_hospital
     assert gpu.backbones == ("resnet50", "efficientnet_b0", "vit_base_patch16_224")
-    assert gpu.pretrained and not ci.pretrained and gpu.precision == "bf16"
+    assert gpu.pretrained and ci.pretrained and gpu.precision == "bf16"
 
 
 def test_profile_from_env_and_overrides(monkeypatch):
