@@ -215,3 +215,15 @@ def test_cli_prepare_reader_options(tmp_path):
     rc = main(["data", "prepare", "nih", "--root", str(tmp_path), "--out", str(tmp_path / "o"),
                "--opt", "no_equals_sign"])
     assert rc == 2
+
+
+def test_one_colour_per_hospital_and_per_model_whatever_the_order():
+    from cxrlab.style import color_of, colors
+
+    a = colors(["source", "target_nih", "tiny_vit"])
+    b = colors(["tiny_vit", "target_old", "target_nih", "source"])
+    assert all(a[k] == b[k] for k in a)
+    assert color_of("tiny_resnet") == color_of("resnet50") != color_of("tiny_vit")
+    assert color_of("nih") == color_of("target_nih") and color_of("NIH") == color_of("nih")
+    assert len({color_of(h) for h in ("source", "target_nih", "target_old", "target_lowres")}) == 4
+    assert color_of("some new arm") == color_of("some new arm")  # stable for unknown names too

@@ -11,11 +11,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from cxrlab.style import SHORT
+from cxrlab.style import PALETTE as _COLORS, SHORT, color_of
 from cxrlab.study.tables import _model_order, method_order, setting_names
 
-_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf"]
 _METRIC = {"f1_micro": "F1 micro", "f1_macro": "F1 macro", "auc_macro": "AUC macro",
            "map": "mAP"}
 
@@ -77,6 +75,10 @@ def _lookup(sel: pd.DataFrame, **where) -> tuple[float, float, float]:
     return float(r["value"]), float(r["ci_lo"]), float(r["ci_hi"])
 
 
+#: one hatch per method where bars of several methods share a backbone's colour
+_HATCHES = [None, "//", "..", "xx", "\\\\"]
+
+
 def _model_name(b: str) -> str:
     from cxrlab.models import display_name
 
@@ -102,7 +104,7 @@ def plot_in_vs_out(summary: pd.DataFrame, metric: str = "auc_macro", label_space
         for k, b in enumerate(models):
             v = [_lookup(sel, method=m, backbone=b, domain=d) for d in doms]
             _bars(ax, x + (k - (len(models) - 1) / 2) * width, [a[0] for a in v],
-                  [a[1] for a in v], [a[2] for a in v], width, _COLORS[k % 10], _model_name(b))
+                  [a[1] for a in v], [a[2] for a in v], width, color_of(b), _model_name(b))
         if metric.startswith("auc"):
             ax.axhline(0.5, color="k", ls="--", lw=0.7)
         ax.axvspan(-0.5, 0.5, color="0.92", zorder=0)  # the in-domain set
@@ -155,7 +157,7 @@ def plot_thresholds(summary: pd.DataFrame, metric: str = "f1_macro", label_space
             v = [_lookup(sel, backbone=b, domain=d, threshold=thr) for d in doms]
             pos = x + (2 * k + j - (n - 1) / 2) * width
             _bars(ax, pos, [a[0] for a in v], [a[1] for a in v], [a[2] for a in v], width,
-                  _COLORS[k % 10], f"{_model_name(b)}, {'0.5' if j == 0 else 'tuned'}", hatch,
+                  color_of(b), f"{_model_name(b)}, {'0.5' if j == 0 else 'tuned'}", hatch,
                   alpha=0.45 if j == 0 else 0.9)
     ax.axvspan(-0.5, 0.5, color="0.92", zorder=0)
     ax.set_xticks(x)
@@ -240,7 +242,7 @@ def plot_per_label(per_label: pd.DataFrame, domain: str | None = None, method: s
     for k, b in enumerate(models):
         g = sel[sel["backbone"] == b].groupby("label")[metric].mean()
         ax.bar(x + (k - (len(models) - 1) / 2) * width, [g.get(lab, np.nan) for lab in labels],
-               width, color=_COLORS[k % 10], label=_model_name(b), alpha=0.85)
+               width, color=color_of(b), label=_model_name(b), alpha=0.85)
     if metric == "auc":
         ax.axhline(0.5, color="k", ls="--", lw=0.7)
     ax.set_xticks(x)
@@ -276,8 +278,9 @@ def plot_study_comparison(summary: pd.DataFrame, metric: str = "auc_macro",
         for k, (m, b) in enumerate(pairs):
             v = [_lookup(sel, method=m, backbone=b, domain=d) for d in doms]
             _bars(ax, x + (k - (len(pairs) - 1) / 2) * width, [a[0] for a in v],
-                  [a[1] for a in v], [a[2] for a in v], width, _COLORS[k % 10],
-                  f"{_setting(summary, m)}, {_model_name(b)}")
+                  [a[1] for a in v], [a[2] for a in v], width, color_of(b),
+                  f"{_setting(summary, m)}, {_model_name(b)}",
+                  hatch=_HATCHES[_methods(sel).index(m) % len(_HATCHES)])
         if metric.startswith("auc"):
             ax.axhline(0.5, color="k", ls="--", lw=0.7)
             ax.set_ylim(0.3, 1.0)
@@ -356,7 +359,7 @@ def plot_lambda_curve(results: pd.DataFrame, lambdas: dict, metric: str = "auc_m
         ax.errorbar(g["lam"], 100 * g["value"],
                     yerr=[100 * (g["value"] - g["ci_lo"]), 100 * (g["ci_hi"] - g["value"])],
                     marker="o", capsize=3, ls="--" if ind else "-",
-                    color=_COLORS[i % len(_COLORS)], label=f"{d}{' (in-domain)' if ind else ''}")
+                    color=color_of(d), label=f"{d}{' (in-domain)' if ind else ''}")
     ax.set_xscale("log")
     ticks = [zero_at] + pos
     ax.set_xticks(ticks)
