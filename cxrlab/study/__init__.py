@@ -53,7 +53,7 @@ from cxrlab.study.report import report, study_markdown, write_study_figures
 from cxrlab.study.result import STUDY_KIND, StudyResult, load_study
 from cxrlab.study.runner import UNIT_VERSION, Unit, run_probe_study, run_study
 from cxrlab.study.tables import (METRIC_NAMES, RESULT_COLUMNS, compare_with_published, drop_table,
-                                 metric_table,
+                                 metric_table, variant_gain,
                                  markdown_table, method_order, setting_names,
                                  published_cohen2020_table, published_seed000_table,
                                  seed000_table, summarise, unit_summary)
@@ -65,5 +65,5 @@ __all__ = [
     "run_study", "run_probe_study", "evaluate_predictions", "write_study_figures",
     "study_markdown", "summarise", "unit_summary", "seed000_table", "published_seed000_table",
     "published_cohen2020_table", "compare_with_published", "markdown_table", "load_study",
-    "report", "synthetic_cache", "source_undefined_labels", "metric_table", "drop_table",
+    "report", "synthetic_cache", "source_undefined_labels", "metric_table", "drop_table", "variant_gain",
 ]
