@@ -51,6 +51,7 @@ from cxrlab.study.sets import StudyData, load_study_data, source_undefined_label
 from cxrlab.study.scoring import evaluate_predictions
 from cxrlab.study.report import report, study_markdown, write_study_figures
 from cxrlab.study.result import STUDY_KIND, StudyResult, load_study
+from cxrlab.study.compare import paired_bootstrap
 from cxrlab.study.runner import UNIT_VERSION, Unit, run_probe_study, run_study
 from cxrlab.study.tables import (METRIC_NAMES, RESULT_COLUMNS, compare_with_published, drop_table,
                                  metric_table, variant_gain,
@@ -65,5 +66,5 @@ __all__ = [
     "run_study", "run_probe_study", "evaluate_predictions", "write_study_figures",
     "study_markdown", "summarise", "unit_summary", "seed000_table", "published_seed000_table",
     "published_cohen2020_table", "compare_with_published", "markdown_table", "load_study",
-    "report", "synthetic_cache", "source_undefined_labels", "metric_table", "drop_table", "variant_gain",
+    "report", "synthetic_cache", "source_undefined_labels", "metric_table", "drop_table", "variant_gain", "paired_bootstrap",
 ]
