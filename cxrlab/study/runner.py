@@ -145,7 +145,7 @@ class _Runner:
         return self._said(unit, "computed", info["seconds"])
 
     def _said(self, unit: Unit, status: str, secs: float) -> tuple[str, float]:
-        if self.verbose:
+        if self.verbose and _is_writer():
             print(f"{unit.name:<40} {status:<20} {secs:6.1f} s")
         return status, secs
 
@@ -466,7 +466,7 @@ def run_study(config, out, profile=None, seeds: Sequence[int] | None = None, *,
     (PNG) and a ``README.md`` report in ``out``. Re-running skips finished units."""
     res = run_probe_study(config, out, profile, seeds, overwrite=overwrite, verbose=verbose,
                           figures=figures, readme=True, **kwargs)
-    if verbose:
+    if verbose and _is_writer():
         st = res.units["status"] if len(res.units) else pd.Series(dtype=str)
         done = int((st == "computed").sum())
         left = f"; {len(res.missing)} still missing (other shards or processes)" \

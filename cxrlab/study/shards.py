@@ -197,7 +197,10 @@ def _remove_stale(path: Path, info: dict) -> None:
 
 
 def release(path: Path) -> None:
-    """Remove our lock (a lock someone else took over is left alone)."""
+    """Remove our lock (a lock someone else took over is left alone). In a torchrun job only
+    rank 0, the rank that writes the results, removes the job's lock."""
+    if owner()["job"] is not None and int(os.environ.get("RANK", "0")) != 0:
+        return
     state, _ = lock_state(path)
     if state == "mine":
         Path(path).unlink(missing_ok=True)
