@@ -87,10 +87,13 @@ def test_each_array_task_runs_its_shard_with_the_real_parser(stand_ins, gpus):
 
 
 def test_readme_command_lines_parse():
-    """Every `cxrlab run|report ...` line of the README's scale-out section parses."""
+    """Every `cxrlab run|report ...` line of the README's bash blocks parses (the scale-out
+    section's shards, report and torchrun lines among them)."""
     text = (REPO_ROOT / "README.md").read_text()
-    lines = re.findall(r"^\s*(?:torchrun [^\n]*?-m )?(cxrlab (?:run|report) [^\n#]+)", text, re.M)
-    assert len(lines) >= 3, lines
+    blocks = "\n".join(re.findall(r"```bash\n(.*?)```", text, re.S))
+    lines = re.findall(r"^\s*(?:\w+=\S+\s+)*(?:torchrun [^\n]*?-m )?(cxrlab (?:run|report) [^\n#]+)",
+                       blocks, re.M)
+    assert len(lines) >= 5 and any("--shard 2/4" in x for x in lines), lines
     for line in lines:
         argv = shlex.split(line.replace("$SLURM_ARRAY_TASK_ID", "1")
                            .replace("$SLURM_ARRAY_TASK_COUNT", "4"))

@@ -278,3 +278,27 @@ def test_the_snapshot_is_written_once_and_compared(reference):
     with pytest.raises(StudyError, match="different configuration"):
         SH.check_snapshot(out, {"kind": "x"}, strict=True)
     assert json.loads((out / "study.json").read_text())["grid"] == UNITS
+
+
+# ----------------------------------------------------------------------------- torchrun
+def test_the_same_command_runs_under_torchrun(root, env, reference):
+    """`torchrun -m cxrlab run ...`: both ranks train every unit together (one claim per unit
+    for the job), rank 0 writes; the probe arm, which DDP does not touch, equals one process."""
+    import sys
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("this torch build has no gloo backend")
+    out = root / "torchrun"
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node=2", "-m", "cxrlab", "run", str(root / "tiny.yaml"),
+                        "--out", str(out), "--profile", "ci"],
+                       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert re.findall(r"^(\S+)\s+computed", p.stdout, re.M) == UNITS   # printed once (rank 0)
+    meta = json.loads((out / "metrics.json").read_text())
+    assert meta["missing_units"] == [] and not list((out / "units").glob("*.lock"))
+    a, b = pd.read_csv(reference[0] / "results.csv"), pd.read_csv(out / "results.csv")
+    probe = lambda df: df[df["method"] == "bce_probe"].reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(probe(a), probe(b))
