@@ -79,6 +79,10 @@ def study_markdown(res: StudyResult) -> str:
     if res.figures:
         parts += ["## Figures", ""] + [f"![{k}]({Path(v).name})" for k, v in res.figures.items()]
     parts += ["", "## Units", "", markdown_table(res.units), ""]
+    if res.missing:
+        parts += [f"**Partial study**: {len(res.missing)} of {len(res.grid)} units are not "
+                  "finished yet (other shards still running, or stopped); the tables above cover "
+                  "the finished ones. Missing: " + ", ".join(f"`{u}`" for u in res.missing), ""]
     return "\n".join(parts) + "\n"
 
 

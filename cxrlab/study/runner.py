@@ -471,7 +471,9 @@ def run_study(config, out, profile=None, seeds: Sequence[int] | None = None, *,
         done = int((st == "computed").sum())
         left = f"; {len(res.missing)} still missing (other shards or processes)" \
             if res.missing else ""
+        where = (f"tables, figures and README.md in {res.out.name}/" if len(res.results) else
+                 "no unit is finished yet, so no tables were written; the process that "
+                 "finishes one writes them")
         print(f"study {res.name} ({res.tag}): {len(res.grid)} units, {done} computed here, "
-              f"{len(res.units) - done} already complete{left}; tables, figures and README.md "
-              f"in {res.out.name}/")
+              f"{len(res.units) - done} already complete{left}; {where}")
     return res

@@ -228,8 +228,11 @@ def heartbeat(path: Path, every_s: float = HEARTBEAT_S) -> Iterator[None]:
 
 
 @contextmanager
-def exclusive(path: Path, what: str, wait_s: float = 600.0, poll_s: float = 0.2) -> Iterator[None]:
-    """Hold the lock ``path`` for the block, waiting while another live process holds it."""
+def exclusive(path: Path, what: str, wait_s: float | None = None,
+              poll_s: float = 0.2) -> Iterator[None]:
+    """Hold the lock ``path`` for the block, waiting while another live process holds it (by
+    default until a dead holder's lock has turned stale, and a minute more)."""
+    wait_s = stale_after_s() + 2 * HEARTBEAT_S if wait_s is None else wait_s
     t0 = time.monotonic()
     while True:
         ok, info = try_claim(path)
