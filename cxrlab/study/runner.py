@@ -24,7 +24,9 @@ from cxrlab.study.tables import RESULT_COLUMNS, summarise
 
 #: part of every unit's config hash: bump it when what a unit stores changes meaning, so that
 #: units written before are seen as another configuration (see _Runner.is_complete)
-UNIT_VERSION = 1
+UNIT_VERSION = 2
+#: the most epochs a linear probe trains when it stops on its own (probe_patience)
+PROBE_EPOCH_CAP = 300
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,10 @@ class _Runner:
             "finetune_epochs": cfg.finetune_epochs or profile.finetune_epochs,
             "batch_size": cfg.batch_size or profile.batch_size,
             "lr": cfg.lr or profile.lr, "weight_decay": cfg.weight_decay,
-            "probe_epochs": cfg.probe_epochs or cfg.epochs or profile.epochs,
+            "probe_epochs": cfg.probe_epochs or cfg.epochs
+            or (PROBE_EPOCH_CAP if cfg.probe_patience else profile.epochs),
+            "probe_patience": cfg.probe_patience, "probe_select": cfg.probe_select,
+            "probe_init_bias": cfg.probe_init_bias,
             "probe_lr": cfg.probe_lr or cfg.lr or profile.lr,
             "probe_batch_size": cfg.probe_batch_size or cfg.batch_size or profile.batch_size,
             "probe_weight_decay": cfg.probe_weight_decay, "probe_pos_weight": cfg.probe_pos_weight,
@@ -204,7 +209,9 @@ class _Runner:
             emb["train"], torch.from_numpy(self.data.labels("train")), emb["val"],
             torch.from_numpy(self.data.labels("val")), epochs=st["probe_epochs"],
             lr=st["probe_lr"], weight_decay=st["probe_weight_decay"],
-            batch_size=st["probe_batch_size"], seed=unit.seed, pos_weight=st["probe_pos_weight"])
+            batch_size=st["probe_batch_size"], seed=unit.seed, pos_weight=st["probe_pos_weight"],
+            init_bias=st["probe_init_bias"], select=st["probe_select"],
+            patience=st["probe_patience"])
         scores = {name: predict_proba(probe, e) for name, e in emb.items() if name != "train"}
         info = {"probe_best_epoch": probe.best_epoch, "probe_history": probe.history}
         return scores, info

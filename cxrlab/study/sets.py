@@ -131,6 +131,37 @@ class StudyData:
         out["train_labels"] = list(self.train_labels)
         return out
 
+    def positives(self, labels: Sequence[str] | None = None, flag_below: int = 10) -> pd.DataFrame:
+        """Positives per label (rows) in every set (columns), counted among labelled images; a
+        label the set does not define shows as ``<NA>``. ``attrs["few"]`` lists the (label, set)
+        pairs with fewer than ``flag_below`` positives: their AUC, F1 and tuned thresholds rest
+        on a handful of images. :meth:`positives_styled` marks them for display."""
+        names = list(self.train_labels) if labels is None else list(labels)
+        unknown = [lab for lab in names if lab not in self.train_labels]
+        if unknown:
+            from cxrlab.errors import UnknownNameError
+            raise UnknownNameError(f"labels {unknown} are not among this study's labels "
+                                   f"{list(self.train_labels)}")
+        idx = [list(self.train_labels).index(lab) for lab in names]
+        table = {}
+        for name in self.sets:
+            y = self.labels(name)[:, idx]
+            defined = (~np.isnan(y)).any(0)
+            table[name] = pd.array([int(np.nansum(y[:, j])) if defined[j] else pd.NA
+                                    for j in range(len(idx))], dtype="Int64")
+        df = pd.DataFrame(table, index=pd.Index(names, name="label"))
+        df.attrs["flag_below"] = int(flag_below)
+        df.attrs["few"] = [(lab, col) for col in df.columns for lab in names
+                           if not pd.isna(df.at[lab, col]) and df.at[lab, col] < flag_below]
+        return df
+
+    def positives_styled(self, labels: Sequence[str] | None = None, flag_below: int = 10):
+        """:meth:`positives` as text, a count under ``flag_below`` marked ``"7 (<10)"``."""
+        df = self.positives(labels, flag_below)
+        return df.astype(object).apply(lambda col: [
+            "n/a" if pd.isna(v) else (f"{v} (<{flag_below})" if v < flag_below else str(v))
+            for v in col])
+
     def describe(self) -> pd.DataFrame:
         """One row per set: role, images, patients, and how many labels it defines."""
         rows = []
