@@ -207,12 +207,21 @@ def test_a_killed_study_reruns_only_the_rest(root, env, reference, monkeypatch, 
 
 
 # ----------------------------------------------------------------------------- reports
-def test_a_partial_study_reports_what_is_finished_and_lists_the_rest(root, reference,
+@pytest.fixture(scope="module")
+def partial(root, reference):
+    """Shard 1/2 of the study alone: a partial study."""
+    out = root / "partial"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CXRLAB_HOME", str(root / "home"))
+        assert cli.main(["run", str(root / "tiny.yaml"), "--out", str(out), "--profile", "ci",
+                         "--shard", "1/2"]) == 0
+    return out
+
+
+def test_a_partial_study_reports_what_is_finished_and_lists_the_rest(root, reference, partial,
                                                                      monkeypatch):
     monkeypatch.setenv("CXRLAB_HOME", str(root / "home"))
-    out = root / "partial"
-    assert cli.main(["run", str(root / "tiny.yaml"), "--out", str(out), "--profile", "ci",
-                     "--shard", "1/2"]) == 0
+    out = partial
     res = load_study(out)
     assert res.grid == UNITS and res.missing == UNITS[1::2]
     assert sorted(res.units["unit"]) == sorted(UNITS[0::2])
@@ -226,6 +235,29 @@ def test_a_partial_study_reports_what_is_finished_and_lists_the_rest(root, refer
     mine = ref.results[ref.results["seed"] == 0].reset_index(drop=True)
     pd.testing.assert_frame_equal(res.results.reset_index(drop=True), mine,
                                   check_dtype=False)
+
+
+def test_one_report_covers_several_studies_finished_partial_and_untabled(root, reference,
+                                                                          partial, tmp_path):
+    import shutil
+
+    ref = reference[0]
+    shutil.copytree(ref, tmp_path / "a_whole")
+    shutil.copytree(partial, tmp_path / "b_partial")             # shard 1/2 only
+    stub = tmp_path / "c_started" / "units"                       # started, no tables yet
+    shutil.copytree(ref / "units" / UNITS[0], stub / UNITS[0])
+    shutil.copy(ref / "study.json", stub.parent / "study.json")
+    md, html = _report(tmp_path)
+    assert "2 studies with tables, 1 without tables yet" in md
+    assert "## tiny_shards (SYNTHETIC) — `a_whole`" in md and "— `b_partial`" in md
+    part = md.split("`b_partial`")[1]
+    assert "**Partial study**: 2 of 4 units finished" in part
+    assert "## Unfinished: `c_started` (no tables yet)" in md
+    tail = md.split("## Unfinished")[1]
+    assert f"Finished units (1): `{UNITS[0]}`" in tail
+    assert "Missing (3): " + ", ".join(f"`{u}`" for u in UNITS[1:]) in tail
+    assert "![tiny_shards: in- vs out-of-domain (SYNTHETIC)](a_whole/in_vs_out_of_domain.png)" in md
+    assert html.count("data:image/png;base64,") == 3             # comparison + two studies
 
 
 def test_report_html_is_self_contained_and_labels_synthetic(reference):
