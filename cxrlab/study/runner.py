@@ -14,6 +14,7 @@ import pandas as pd
 
 from cxrlab.io import atomic_path, atomic_to_csv, atomic_write_json, atomic_write_text
 from cxrlab.study.config import (Arm, StudyConfig, StudyError, _check_config, _json_default,
+                                 check_backbones,
                                  _label_space_names, _space_key, load_study_config)
 from cxrlab.study.sets import StudyData, load_study_data, source_undefined_labels
 from cxrlab.study.scoring import evaluate_predictions
@@ -374,7 +375,7 @@ def run_probe_study(config, out, profile=None, seeds: Sequence[int] | None = Non
         cfg = dataclasses.replace(cfg, seeds=tuple(int(s) for s in seeds))
     _check_config(cfg, "study config")
     prof = _resolve_profile(profile)
-    _check_backbones(cfg.backbones or prof.backbones, f"profile {prof.name!r}")
+    check_backbones(cfg.backbones or prof.backbones, f"profile {prof.name!r}")
     out = Path(out).expanduser()
     grid = [Unit(a.name, b, s) for a in cfg.arms()
             for b in (cfg.backbones or prof.backbones) for s in (cfg.seeds or prof.seeds)]
@@ -407,12 +408,6 @@ def _is_writer() -> bool:
     import os
 
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def _check_backbones(names, where: str) -> None:
-    from cxrlab.study.config import check_backbones
-
-    check_backbones(names, where)
 
 
 def _gather(cfg, prof, data, runner: "_Runner", grid, status: dict) -> StudyResult:

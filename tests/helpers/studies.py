@@ -37,6 +37,9 @@ def write_tiny_study(root, n_per_hospital: int = 80, **over) -> Path:
     if not (cache / "manifest.csv").exists() and not cache.exists():
         write_synthetic_cache(cache, hospitals=["source", "target_nih"],
                               n_per_hospital=n_per_hospital, image_size=32, seed=0)
-    path = root / ("tiny.yaml" if not over else f"tiny_{abs(hash(str(sorted(over.items()))))}.yaml")
+    import hashlib
+
+    tag = hashlib.sha256(repr(sorted(over.items())).encode()).hexdigest()[:8]
+    path = root / ("tiny.yaml" if not over else f"tiny_{tag}.yaml")
     path.write_text(yaml.safe_dump(tiny_config(cache, **over)))
     return path
