@@ -145,7 +145,8 @@ def report_blocks(studies: list[StudyResult], root: Path, figure: Path | None,
                     + (f", {len(unfinished)} without tables yet" if unfinished else "")
                     + ". Every number: % as mean ± half-width of its 95 % interval (t over seeds; "
                       "one seed: bootstrap over patients), fair label space, thresholds tuned on "
-                      "the source validation split; the gap is source − target, paired by seed.")]
+                      "the source validation split; the gap is source − target, its interval "
+                      "treating the two test sets as independent samples.")]
     if any_synth:
         blocks.append(("p", "**SYNTHETIC**: every number of a study marked SYNTHETIC comes from "
                             "the synthetic hospitals (phantoms, not patients) and is not comparable "
