@@ -206,6 +206,53 @@ def test_a_killed_study_reruns_only_the_rest(root, env, reference, monkeypatch, 
     assert md == ref_md and _without_images(html) == _without_images(ref_html)
 
 
+@pytest.mark.parametrize("holder", ["finishes", "dies"])
+def test_a_unit_held_elsewhere_is_waited_for(holder, root, reference, tmp_path, monkeypatch,
+                                             capsys):
+    """A unit of this share that another host holds: the run finishes its other units, then
+    waits; it ends when the holder stores the unit, or takes the unit over once the holder's
+    heartbeat has stopped for CXRLAB_LOCK_STALE_S (a requeued SLURM task on another node)."""
+    import shutil
+    import threading
+
+    ref = reference[0]
+    out = tmp_path / "study"
+    shutil.copytree(ref, out)
+    target = UNITS[1]
+    shutil.rmtree(out / "units" / target)
+    lock = out / "units" / f"{target}.lock"
+    lock.write_text(json.dumps({"host": "node-17", "pid": 4242, "since": time.time()}))
+    monkeypatch.setenv("CXRLAB_HOME", str(root / "home"))
+    monkeypatch.setenv("CXRLAB_LOCK_STALE_S", "1.5")
+    beat = threading.Event()
+    if holder == "finishes":  # node-17 keeps its heartbeat, then stores the unit
+        def work():
+            for _ in range(8):
+                os.utime(lock)
+                if beat.wait(0.2):
+                    return
+            shutil.copytree(ref / "units" / target, tmp_path / "stored")
+            os.replace(tmp_path / "stored", out / "units" / target)   # whole, as written
+            lock.unlink()
+        threading.Thread(target=work, daemon=True).start()
+    calls = []
+    real = _Runner.run_unit
+
+    def spy(self, unit):
+        calls.append(unit.name)
+        return real(self, unit)
+
+    monkeypatch.setattr(_Runner, "run_unit", spy)
+    assert cli.main(["run", str(root / "tiny.yaml"), "--out", str(out), "--profile", "ci"]) == 0
+    beat.set()
+    printed = capsys.readouterr().out
+    assert f"{target:<40} running in node-17:4242" in printed
+    assert "waiting for 1 unit(s) held by other processes" in printed
+    assert calls == ([] if holder == "finishes" else [target])
+    assert json.loads((out / "metrics.json").read_text())["missing_units"] == []
+    assert not lock.exists()
+
+
 # ----------------------------------------------------------------------------- reports
 @pytest.fixture(scope="module")
 def partial(root, reference):

@@ -30,6 +30,10 @@ UNIT_VERSION = 2
 PROBE_EPOCH_CAP = 300
 
 
+#: the status of a unit another live process is training
+_HELD = "running in"
+
+
 @dataclass(frozen=True)
 class Unit:
     """One (arm, backbone, seed) run of a study; ``method`` is the arm's name (see
@@ -130,25 +134,26 @@ class _Runner:
                 "settings": self.settings, "data": self.data.fingerprint(),
                 "unit_version": UNIT_VERSION, "grid": [u.name for u in grid]}
 
-    def run_claimed(self, unit: Unit) -> tuple[str, float]:
+    def run_claimed(self, unit: Unit, say: bool = True) -> tuple[str, float]:
         """Run ``unit`` unless it is complete or claimed by another live process (see
-        :mod:`cxrlab.study.shards`); ``(status, seconds)``."""
+        :mod:`cxrlab.study.shards`); ``(status, seconds)``, printed unless ``say=False``."""
         from cxrlab.study.shards import describe, heartbeat, release, try_claim
 
+        said = self._said if say else (lambda u, st, secs: (st, secs))
         if self.is_complete(unit):
-            return self._said(unit, "complete (skipped)", 0.0)
+            return said(unit, "complete (skipped)", 0.0)
         lock = self.out / "units" / f"{unit.name}.lock"
         ok, holder = try_claim(lock)
         if not ok:
-            return self._said(unit, f"running in {describe(holder)}", 0.0)
+            return said(unit, f"{_HELD} {describe(holder)}", 0.0)
         try:
             with heartbeat(lock):
                 if self.is_complete(unit):  # finished by another process meanwhile
-                    return self._said(unit, "complete (skipped)", 0.0)
+                    return said(unit, "complete (other process)", 0.0)
                 info = self.run_unit(unit)
         finally:
             release(lock)
-        return self._said(unit, "computed", info["seconds"])
+        return said(unit, "computed", info["seconds"])
 
     def _said(self, unit: Unit, status: str, secs: float) -> tuple[str, float]:
         if self.verbose and _is_writer():
@@ -391,6 +396,7 @@ def run_probe_study(config, out, profile=None, seeds: Sequence[int] | None = Non
         print(f"shard {shard.label}: {len(mine)} of the study's {len(grid)} units")
     for unit in mine:
         status[unit.name] = runner.run_claimed(unit)
+    _wait_for_held(runner, mine, status, verbose)
     with exclusive(out / ".study.lock", "writing the study's tables"):
         res = _gather(cfg, prof, data, runner, grid, status)
         if len(res.results):
@@ -401,6 +407,29 @@ def run_probe_study(config, out, profile=None, seeds: Sequence[int] | None = Non
                 if readme:
                     atomic_write_text(res.out / "README.md", study_markdown(res))
     return res
+
+
+def _wait_for_held(runner: "_Runner", units, status: dict, verbose: bool) -> None:
+    """Units of this share that another process held: wait until each is stored, or take it
+    over when its lock turns stale (see :mod:`cxrlab.study.shards`)."""
+    import time
+
+    from cxrlab.study.shards import poll_s
+
+    held = [u for u in units if status[u.name][0].startswith(_HELD)]
+    if held and verbose and _is_writer():
+        print(f"waiting for {len(held)} unit(s) held by other processes (until stored, or "
+              "taken over when their lock turns stale)")
+    while held:
+        time.sleep(poll_s())
+        left = []
+        for u in held:
+            st = runner.run_claimed(u, say=False)
+            if st[0].startswith(_HELD):
+                left.append(u)
+            else:
+                status[u.name] = runner._said(u, st[0], st[1])
+        held = left
 
 
 def _is_writer() -> bool:

@@ -9,11 +9,13 @@ into the same results folder. Three rules keep them from clashing:
 * **Claims.** Before a unit trains, its process creates ``units/<unit>.lock`` with
   ``O_CREAT | O_EXCL`` (atomic, also over NFS v3+) holding host, pid and start time, and
   touches it every :data:`HEARTBEAT_S` seconds while it works; the lock is removed when the
-  unit is stored. A process that finds a unit claimed skips it. A lock is **stale**, and is
+  unit is stored. A process that finds one of its units claimed goes on with the others, then
+  waits for it: it ends when the holder has stored the unit, or takes the unit over when the
+  lock turns stale (a requeued SLURM task thus finishes its share). A lock is **stale**, and is
   taken over, when its process is gone: on the same host when its pid no longer runs; on any
   host when it has not been touched for ``CXRLAB_LOCK_STALE_S`` seconds (default 900, i.e.
-  15 minutes without a heartbeat). So a crash never blocks a unit for longer than that; to
-  take over at once, delete the ``.lock`` file. All ranks of one ``torchrun`` job share one
+  15 minutes without a heartbeat; the hosts' clocks must agree to within minutes). So a crash
+  never blocks a unit for longer than that; to take over at once, delete the ``.lock`` file. All ranks of one ``torchrun`` job share one
   claim (they train the unit together).
 * **Shared files written once.** ``study.json`` (the config, the profile's settings, the data's
   fingerprint and the grid) is created by the first process and compared by every later one:
@@ -99,6 +101,12 @@ def stale_after_s() -> float:
         raise UsageError(f"environment variable CXRLAB_LOCK_STALE_S={raw!r}: seconds > 0 "
                          f"expected (default {DEFAULT_STALE_S:.0f})")
     return value
+
+
+def poll_s() -> float:
+    """Seconds between heartbeats, and between two looks at a unit another process holds:
+    :data:`HEARTBEAT_S`, or a third of the stale time when that is shorter."""
+    return min(HEARTBEAT_S, stale_after_s() / 3)
 
 
 def owner() -> dict:
@@ -207,8 +215,10 @@ def release(path: Path) -> None:
 
 
 @contextmanager
-def heartbeat(path: Path, every_s: float = HEARTBEAT_S) -> Iterator[None]:
-    """Touch ``path`` every ``every_s`` seconds while the block runs (a daemon thread)."""
+def heartbeat(path: Path, every_s: float | None = None) -> Iterator[None]:
+    """Touch ``path`` every ``every_s`` seconds while the block runs (a daemon thread; default
+    :func:`poll_s`, so that a live holder never looks stale)."""
+    every_s = poll_s() if every_s is None else every_s
     stop = threading.Event()
 
     def beat():
