@@ -248,7 +248,7 @@ def test_summarise_over_seeds_uses_a_t_interval():
 
 def test_published_tables_are_cited():
     pub = S.published_seed000_table()
-    assert len(pub) == 6 and "published (seed 000 slides" in pub.attrs["caption"]
+    assert len(pub) == 6 and "published (student project slides" in pub.attrs["caption"]
     vit = pub[(pub["setting"] == "SupCon + linear probe") & (pub["model"] == "ViT-B/16")].iloc[0]
     assert (vit["F1 micro"], vit["AUC macro"]) == (30.06, 74.63)
     coh = S.published_cohen2020_table()
@@ -287,7 +287,7 @@ def test_report_writes_markdown_and_png(tiny_study):
     root = out.parent
     assert cli.main(["report", str(root)]) == 0
     text = (root / "report.md").read_text()
-    assert "tiny (SYNTHETIC)" in text and "published (seed 000 slides" in text
+    assert "tiny (SYNTHETIC)" in text and "published (student project slides" in text
     assert (root / "report_auc.png").stat().st_size > 1000
     with pytest.raises(FileNotFoundError, match="no study"):
         S.report(out / "units")

@@ -73,3 +73,14 @@ def test_positives_per_label_flag_thin_counts(tmp_path, monkeypatch):
     assert styled.at["Mass", "train"] == "n/a" and styled.at["Effusion", "val"].endswith("(<10)")
     with pytest.raises(UnknownNameError, match="Nodulez"):
         data.positives(["Nodulez"])
+
+
+def test_variant_gain_is_first_minus_second_per_set():
+    a, b = _summary(), _summary(src=(0.80, 0.76, 0.84), targets={"t1": (0.70, 0.68, 0.72),
+                                                                 "t2": (0.88, 0.84, 0.92)})
+    g = S.variant_gain({"stand-in": a, "random": b}, domains=["source", "t1"])
+    assert list(g.columns) == [("source", "stand-in"), ("source", "random"), ("source", "gain"),
+                               ("t1", "stand-in"), ("t1", "random"), ("t1", "gain")]
+    assert g.loc["tiny CNN", ("source", "gain")] == 10.0 and g.loc["tiny ViT", ("t1", "gain")] == 10.0
+    with pytest.raises(UnknownNameError, match="nowhere"):
+        S.variant_gain({"a": a, "b": b}, domains=["nowhere"])

@@ -57,7 +57,7 @@ from cxrlab.study.runner import UNIT_VERSION, Unit, run_probe_study, run_study
 from cxrlab.study.shards import Shard, parse_shard
 from cxrlab.study.gaps import gap_table
 from cxrlab.study.tables import (METRIC_NAMES, RESULT_COLUMNS, compare_with_published, drop_table,
-                                 metric_table,
+                                 metric_table, variant_gain,
                                  markdown_table, method_order, setting_names,
                                  published_cohen2020_table, published_seed000_table,
                                  seed000_table, summarise, unit_summary)
@@ -70,5 +70,5 @@ __all__ = [
     "study_markdown", "summarise", "unit_summary", "seed000_table", "published_seed000_table",
     "published_cohen2020_table", "compare_with_published", "markdown_table", "load_study",
     "report", "synthetic_cache", "source_undefined_labels", "metric_table", "drop_table",
-    "Shard", "parse_shard", "gap_table",
+    "variant_gain", "Shard", "parse_shard", "gap_table",
 ]

@@ -28,6 +28,9 @@ from cxrlab.study.tables import RESULT_COLUMNS, summarise
 UNIT_VERSION = 2
 #: the most epochs a linear probe trains when it stops on its own (probe_patience)
 PROBE_EPOCH_CAP = 300
+#: the probe's default minibatch: at least this many cached embeddings (no backbone runs, so a
+#: large batch costs nothing and the probe converges in fewer, cheaper steps)
+PROBE_MIN_BATCH = 256
 
 
 #: the status of a unit another live process is training
@@ -72,7 +75,8 @@ class _Runner:
             "probe_patience": cfg.probe_patience, "probe_select": cfg.probe_select,
             "probe_init_bias": cfg.probe_init_bias,
             "probe_lr": cfg.probe_lr or cfg.lr or profile.lr,
-            "probe_batch_size": cfg.probe_batch_size or cfg.batch_size or profile.batch_size,
+            "probe_batch_size": cfg.probe_batch_size
+            or max(cfg.batch_size or profile.batch_size, PROBE_MIN_BATCH),
             "probe_weight_decay": cfg.probe_weight_decay, "probe_pos_weight": cfg.probe_pos_weight,
             "pretrained": self.pretrained, "precision": self.precision,
             "bootstrap": self.n_boot, "bootstrap_unit": cfg.bootstrap_unit,

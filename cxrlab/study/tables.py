@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from cxrlab import metrics as M
-from cxrlab.errors import MissingInputError, UnknownNameError
+from cxrlab.errors import MissingInputError, UnknownNameError, UsageError
 from cxrlab.study.config import THRESHOLDS
 
 # Method and backbone names shown in tables come from their registries (the arm's ``display``,
@@ -81,6 +82,32 @@ def metric_table(summary: pd.DataFrame, metric: str = "auc_macro", label_space: 
     if out.index.get_level_values(0).nunique() == 1:
         out = out.droplevel(0)
     out.attrs["synthetic"] = bool(summary.attrs.get("synthetic", False))
+    return out
+
+
+def variant_gain(summaries: Mapping[str, pd.DataFrame], metric: str = "auc_macro",
+                 label_space: str = "shared7", threshold: str = "tuned_source_val",
+                 domains: Sequence[str] | None = None) -> pd.DataFrame:
+    """Two runs of the same study that differ in one thing (e.g. ``{"stand-in": pretrained,
+    "random init": random}``), side by side: per model and evaluation set, each variant's
+    ``metric`` in % and ``gain`` = first minus second, in % points."""
+    if len(summaries) != 2:
+        raise UsageError(f"variant_gain compares two variants, got {list(summaries)}")
+    (a, sa), (b, sb) = summaries.items()
+    ta, tb = (metric_table(x, metric, label_space, threshold) for x in (sa, sb))
+    doms = list(domains) if domains is not None else list(ta.columns)
+    missing = [d for d in doms if d not in ta.columns or d not in tb.columns]
+    if missing:
+        raise UnknownNameError(f"evaluation sets {missing} are not in both runs; have "
+                               f"{list(ta.columns)}")
+    cols = {}
+    for d in doms:
+        cols[(d, a)] = ta[d]
+        cols[(d, b)] = tb[d]
+        cols[(d, "gain")] = (ta[d] - tb[d]).round(1)
+    out = pd.DataFrame(cols)
+    out.attrs.update(variants=(a, b), metric=metric,
+                     synthetic=bool(sa.attrs.get("synthetic", False)))
     return out
 
 
@@ -231,10 +258,10 @@ def published_seed000_table() -> pd.DataFrame:
     ]
     return _published(
         rows, ["setting", "model", "F1 micro", "F1 macro", "AUC macro", "mAP"],
-        caption="published (seed 000 slides, MIMIC→NIH, 14 labels, threshold 0.5 presumably, "
+        caption="published (student project slides, MIMIC→NIH, 14 labels, threshold 0.5 presumably, "
                 "no CIs)",
         citation="Bansal, Hong, Kang, Kim: 'Robust Domain-Generalizable AI for Chest X-Ray "
-                 "Disease Classification', CSCI 461 course project slides (seed 000)")
+                 "Disease Classification', CSCI 461 student project slides")
 
 
 def published_cohen2020_table() -> pd.DataFrame:
