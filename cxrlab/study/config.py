@@ -275,6 +275,13 @@ def _check_config(cfg: StudyConfig, where: str) -> None:
             raise StudyError(f"{where}: hparams[{m!r}] must be a mapping")
         ALGORITHMS[m].resolve_hparams(hp)  # unknown names raise HParamError
     study_arms(cfg, where)
+    if cfg.backbones is not None:
+        check_backbones(cfg.backbones, where)
+    for name, path in cfg.weights.items():
+        check_backbones([name], f"{where}: weights")
+        if path is not None and not Path(str(path)).expanduser().exists():
+            raise MissingInputError(f"{where}: weights for {name!r}: {path} does not exist; pass "
+                                    "a local weight file (.safetensors / .pth) or leave it out")
     if cfg.seeds is not None and (not cfg.seeds or any(s < 0 for s in cfg.seeds)):
         raise StudyError(f"{where}: seeds must be non-negative integers, got {cfg.seeds}")
     if cfg.target_split not in (None, "train", "val", "test", "all"):
@@ -301,6 +308,24 @@ def _check_config(cfg: StudyConfig, where: str) -> None:
             except KeyError as e:
                 raise StudyError(f"{where}: label_spaces: {e.args[0]}") from None
     mask_labels(cfg.mask_source_labels)  # validates
+
+
+def check_backbones(names, where: str) -> None:
+    """Every name a registered backbone (:mod:`cxrlab.models`); else a :class:`StudyError`
+    naming it, the closest registered name and the list."""
+    from cxrlab.models import list_backbones
+
+    known = list_backbones()
+    if not names:
+        raise StudyError(f"{where}: 'backbones' is empty; choose from {known}")
+    for name in names:
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise StudyError(f"{where}: unknown backbone {name!r}{hint}; registered backbones: "
+                             f"{known}")
 
 
 def _is_number(v) -> bool:

@@ -188,6 +188,7 @@ def load_study_data(cfg: StudyConfig, profile, caches: Mapping | None = None,
             dataclasses.replace(t, split=cfg.target_split) for t in proto.targets))
     overrides = dict(cfg.caches)
     overrides.update(caches or {})
+    _check_cache_names(overrides, proto)
     synth_keys = {m.cache for m in proto.members if m.dataset == "synthetic"}
     for key in synth_keys:
         if key not in overrides and not any(m.name in overrides for m in proto.members
@@ -209,6 +210,20 @@ def load_study_data(cfg: StudyConfig, profile, caches: Mapping | None = None,
                          f"every one of {train_labels} missing, so nothing can be learnt; mask "
                          "fewer labels or evaluate another label space")
     return data
+
+
+def _check_cache_names(overrides: Mapping, proto) -> None:
+    """A ``caches:`` key must name one of the protocol's caches or members (a typo would
+    silently train on the default cache)."""
+    known = list(dict.fromkeys([m.cache for m in proto.members] + [m.name for m in proto.members]))
+    unknown = [k for k in overrides if k not in known]
+    if unknown:
+        import difflib
+
+        hints = [f"{u!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(
+            str(u), known, n=1)) else "") for u in unknown]
+        raise StudyError(f"caches: unknown name(s) {', '.join(hints)}; protocol "
+                         f"{proto.name!r} reads the caches / members {known}")
 
 
 def source_undefined_labels(data: StudyData) -> list[str]:
