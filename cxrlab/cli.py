@@ -95,6 +95,15 @@ def _cmd_run(args) -> int:
     if Path(args.config).is_dir():
         raise UsageError(f"{args.config} is a folder; pass a study config YAML file (e.g. "
                          "configs/study_ci.yaml); to see a finished study use `cxrlab report DIR`")
+    from cxrlab.study.course_plan import is_course_config, run_course
+
+    if is_course_config(args.config):  # a whole course: several parts (configs/course.yaml)
+        if seeds is not None:
+            raise UsageError("--seeds applies to one study; a course config sets the seeds of "
+                             "each part (its 'seeds:' or its 'profiles:' section)")
+        run_course(args.config, out=args.out, profile=args.profile, shard=shard,
+                   overwrite=args.overwrite)
+        return 0
     run_study(args.config, out=args.out, profile=args.profile, seeds=seeds,
               overwrite=args.overwrite, shard=shard)
     return 0
@@ -165,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=_cmd_lungmasks)
 
-    s = sub.add_parser("run", help="run one study from a config file (resumable)")
+    s = sub.add_parser("run", help="run one study, or the whole course (configs/course.yaml), "
+                                   "from a config file (resumable)")
     s.add_argument("config")
     s.add_argument("--out", required=True)
     s.add_argument("--profile", default=None)
@@ -178,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--out folder; several processes (a SLURM array) may share it")
     s.set_defaults(func=_cmd_run)
 
-    s = sub.add_parser("report", help="tables and plots across studies")
+    s = sub.add_parser("report", help="tables and plots across studies (or of a course run)")
     s.add_argument("results_dir")
     s.set_defaults(func=_cmd_report)
 

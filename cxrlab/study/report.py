@@ -133,11 +133,40 @@ def _missing_blocks(done: list[str], missing: list[str], path: Path) -> list:
                   "(add `--shard I/N` to split the rest; finished units are kept).")]
 
 
+def study_blocks(s: StudyResult, root: Path) -> list:
+    """One study's section of a report: its gap tables, the four metrics at every set, its
+    in- vs out-of-domain figure and, when partial, the units still missing."""
+    from cxrlab.study.gaps import fair_label_space, gap_table
+
+    blocks = []
+    space = fair_label_space(s.results)
+    blocks += [("h", 2, f"{s.name} ({s.tag}) — `{_rel(s.out, root)}`"),
+               ("p", f"Profile `{s.profile}`; {len(s.units)} of {len(s.grid) or len(s.units)} "
+                     f"units finished.")]
+    blocks.append(("ul", _caveats(s)))
+    for metric in ("auc_macro", "f1_macro"):
+        g = gap_table(s.results, metric=metric, label_space=space)
+        blocks += [("h", 3, f"{'AUC' if metric == 'auc_macro' else 'F1'} macro: source, "
+                            "targets and the gap"),
+                   ("table", g, g.attrs["caption"])]
+    summ = summarise(s.results)
+    for domain in summ["domain"].unique():
+        t = seed000_table(summ, label_space=space, domain=domain,
+                          threshold="tuned_source_val")
+        t.insert(0, "data", s.tag)
+        blocks += [("h", 3, f"All four metrics at {domain}"), ("table", t, t.attrs["caption"])]
+    own = s.out / "in_vs_out_of_domain.png"
+    if own.is_file():
+        blocks.append(("img", own, f"{s.name}: in- vs out-of-domain ({s.tag})"))
+    if s.missing:
+        blocks += _missing_blocks(list(s.units["unit"]) if len(s.units) else [], s.missing,
+                                  s.out)
+    return blocks
+
+
 def report_blocks(studies: list[StudyResult], root: Path, figure: Path | None,
                   unfinished: list[Path] = ()) -> list:
     """The cross-study report as blocks (see :mod:`cxrlab.study.html`), Markdown and HTML alike."""
-    from cxrlab.study.gaps import fair_label_space, gap_table
-
     n = len(studies)
     any_synth = any(s.synthetic for s in studies)
     blocks = [("h", 1, "cxrlab report" + (" (SYNTHETIC data)" if any_synth else "")),
@@ -155,28 +184,7 @@ def report_blocks(studies: list[StudyResult], root: Path, figure: Path | None,
         blocks.append(("img", figure, "AUC macro per study and evaluation set"
                                       + (" (SYNTHETIC)" if any_synth else "")))
     for s in studies:
-        space = fair_label_space(s.results)
-        blocks += [("h", 2, f"{s.name} ({s.tag}) — `{_rel(s.out, root)}`"),
-                   ("p", f"Profile `{s.profile}`; {len(s.units)} of {len(s.grid) or len(s.units)} "
-                         f"units finished.")]
-        blocks.append(("ul", _caveats(s)))
-        for metric in ("auc_macro", "f1_macro"):
-            g = gap_table(s.results, metric=metric, label_space=space)
-            blocks += [("h", 3, f"{'AUC' if metric == 'auc_macro' else 'F1'} macro: source, "
-                                "targets and the gap"),
-                       ("table", g, g.attrs["caption"])]
-        summ = summarise(s.results)
-        for domain in summ["domain"].unique():
-            t = seed000_table(summ, label_space=space, domain=domain,
-                              threshold="tuned_source_val")
-            t.insert(0, "data", s.tag)
-            blocks += [("h", 3, f"All four metrics at {domain}"), ("table", t, t.attrs["caption"])]
-        own = s.out / "in_vs_out_of_domain.png"
-        if own.is_file():
-            blocks.append(("img", own, f"{s.name}: in- vs out-of-domain ({s.tag})"))
-        if s.missing:
-            blocks += _missing_blocks(list(s.units["unit"]) if len(s.units) else [], s.missing,
-                                      s.out)
+        blocks += study_blocks(s, root)
     for path in unfinished:
         done = sorted(p.parent.name for p in (path / "units").glob("*/metrics.json"))
         grid = _grid_of(path)
@@ -239,6 +247,10 @@ def report(results_dir, dpi: int = 90, verbose: bool = True, html: bool = True) 
     if not root.is_dir():
         raise MissingInputError(f"{root} is not a folder; pass a study's --out folder or a "
                                 "folder holding several")
+    if (root / "course.json").is_file():  # a whole course run (cxrlab.study.course_plan)
+        from cxrlab.study.course_plan import course_report
+
+        return course_report(root, dpi=dpi, verbose=verbose, html=html)
     found = _find_studies(root)
     studies = [load_study(p) for p in found]
     unfinished = _unfinished(root, found)

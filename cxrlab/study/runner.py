@@ -398,7 +398,11 @@ def run_probe_study(config, out, profile=None, seeds: Sequence[int] | None = Non
     mine = shard.select(grid)
     if verbose and not shard.whole:
         print(f"shard {shard.label}: {len(mine)} of the study's {len(grid)} units")
-    for unit in mine:
+    from cxrlab.progress import progress
+
+    bar = progress(mine, desc=cfg.name, unit="unit")  # one tick per unit (CXRLAB_PROGRESS=0: off)
+    for unit in bar:
+        bar.set_postfix_str(unit.name)
         status[unit.name] = runner.run_claimed(unit)
     _wait_for_held(runner, mine, status, verbose)
     with exclusive(out / ".study.lock", "writing the study's tables"):
