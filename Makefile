@@ -11,7 +11,7 @@ export MPLBACKEND ?= Agg
 .PHONY: install demo test test-unit test-notebooks test-browser notebooks bench clean help
 
 help:
-	@echo "make demo   - create .venv if needed, write the synthetic hospitals and a gallery to demo_out/"
+	@echo "make demo   - create .venv if needed, run the whole course (configs/course.yaml, ci profile) on the synthetic hospitals: demo_out/report.md + report.html"
 	@echo "make test   - create .venv if needed, run unit tests and every notebook (nbval, ci profile)"
 	@echo "make notebooks [NB=02] - sync each notebooks/NN_*.py source into its .ipynb and execute it (ci profile)"
 	@echo "make bench  - speed figures as JSON (bench/results.json)"

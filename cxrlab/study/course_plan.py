@@ -354,6 +354,9 @@ def course_blocks(root: Path) -> tuple[list, list[str]]:
                     "it shows how the methods behave under the simulated shifts only and is not "
                     "comparable with the published numbers on real data printed beside it."),
               ("h", 2, "Headline (SYNTHETIC)"), ("ul", head)]
+    if (root / "gallery.png").is_file():  # written by `make demo`
+        blocks.append(("img", root / "gallery.png", "the synthetic hospitals, with lung and "
+                                                    "lesion masks (SYNTHETIC)"))
     if studies:
         summ = []
         for s in studies:
