@@ -252,7 +252,7 @@ def test_demo_writes_a_report_with_every_synthetic_number_labelled(home, tmp_pat
     tables = _tables(md)
     assert len(tables) >= 10
     for cap, header, rows in tables:
-        if "published" in cap.lower():
+        if cap.lstrip("_").startswith("published"):
             assert header[0] != "data" and "SYNTHETIC" not in " ".join(sum(rows, [])), cap
             continue
         assert header[0] == "data", (cap, header)  # ours: a data column on every row ...

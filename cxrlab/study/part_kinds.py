@@ -120,7 +120,7 @@ class ShiftPart(Part):
                                   aggfunc="first", sort=False).reset_index()
             per.insert(0, "data", "SYNTHETIC")
             out.append(("table", per, "ours (SYNTHETIC): AUC per label and hospital (mean over "
-                                      "backbones and seeds); published numbers below"))
+                                      "backbones and seeds); Cohen et al.'s real-data AUCs follow"))
             pub = published_cohen2020_table()
             out.append(("table", pub, f"{pub.attrs['caption']}; {pub.attrs['citation']} "
                                       "(real data, not ours)", ".2f"))
