@@ -32,8 +32,8 @@
 #    hospital) and check, in a cell, that the result moved the way the prose says;
 # 4. what the course showed, and what synthetic data cannot show.
 #
-# **Time**: `ci` about 2 min, `cpu` about 10 min, `gpu` about 30 min (estimates for the study
-# sizes each profile picks below; the `ci` figure is measured on 2 CPU cores).
+# **Time**: `ci` about 1 min (measured on 2 shared CPU cores), `cpu` about 10 min, `gpu` about
+# 30 min (estimates for the study sizes each profile picks below).
 
 # %%
 # Colab / a fresh environment: install cxrlab only when it is missing (Colab already has torch)
@@ -45,6 +45,7 @@ if importlib.util.find_spec("cxrlab") is None:
 # %%
 # %matplotlib inline
 import copy
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -62,6 +63,9 @@ from cxrlab.study.tables import paired_difference, seed002_table
 prof = setup()
 if prof.name == "ci":
     torch.set_num_threads(1)  # tiny models on a shared CPU: more threads only wait on each other
+# the pneumothorax protocol asks for as many images as exist at 22 % prevalence and says how many
+# it got; the table of sets below shows the same counts
+warnings.filterwarnings("ignore", message=r"protocol 'synthetic_pneumothorax_seed002'")
 CONFIGS = Path(cxrlab.__file__).resolve().parents[1] / "configs"
 RESULTS = Path(prof.checkpoint_dir) / "06_capstone"  # under CXRLAB_HOME: re-runs skip finished units
 
@@ -109,6 +113,7 @@ COURSE = {"name": "capstone", "parts": [STUDY]}
 run_on = run_course(COURSE, RESULTS / "shortcut_on", prof, verbose=False)
 on = load_study(RESULTS / "shortcut_on" / "capstone")
 print("report:", run_on["report"])
+display(on.data)  # the sets: source train / val / test and the three targets
 
 # %% [markdown]
 # ## 3. Read the report
@@ -163,16 +168,23 @@ display(moved.round(3))
 src_drop = a_on.loc["erm", "in-domain"] - a_off.loc["erm", "in-domain"]
 gap_on = a_on.loc["erm", "in-domain"] - a_on.loc["erm", "out-of-domain"]
 gap_off = a_off.loc["erm", "in-domain"] - a_off.loc["erm", "out-of-domain"]
-claim("switching the shortcut off lowers ERM's AUC at the source by more than 0.05",
-      src_drop > 0.05, on=a_on.loc["erm", "in-domain"], off=a_off.loc["erm", "in-domain"],
+tgt_move = a_off.loc["erm", "out-of-domain"] - a_on.loc["erm", "out-of-domain"]
+claim("switching the shortcut off lowers ERM's AUC at the source by more than 0.1",
+      src_drop > 0.1, on=a_on.loc["erm", "in-domain"], off=a_off.loc["erm", "in-domain"],
       drop=src_drop)
-claim("and shrinks ERM's source - target gap", gap_off < gap_on, gap_on=gap_on, gap_off=gap_off)
+claim("ERM's mean AUC at the targets moves by less than 0.05", abs(tgt_move) < 0.05,
+      change=tgt_move)
+claim("so ERM's source - target gap falls from more than 0.1 to under 0.1 in absolute value",
+      gap_on > 0.1 and abs(gap_off) < 0.1, gap_on=gap_on, gap_off=gap_off)
 
 # %% [markdown]
-# Switching the shortcut off lowers ERM's AUC at the source: part of what it scored there was the
-# drain, not the lung. The source − target gap shrinks with it: the gap measured with a shortcut
-# in the source data overstates how much of the loss is the target hospitals' fault. On real
-# data nobody can switch the shortcut off; that is what synthetic hospitals are for.
+# Switching the shortcut off lowers ERM's AUC at the source by more than 0.1, while its AUC at the
+# targets moves by less than 0.05: what ERM scored at the source beyond the targets was the
+# drain, not the lung. The source − target gap, more than 0.1 with the shortcut, falls under 0.1
+# (in absolute value) without it: here the "domain gap" measured on the source's own test split
+# was mostly the shortcut. On real data nobody can switch a shortcut off; that is what synthetic
+# hospitals are for. (One seed under `ci`: the gap table above gives each AUC's bootstrap
+# interval, about ± 0.1, so the source drop is the clear part of this result.)
 #
 # What did RRR change? The paired difference (RRR − ERM, same seed, same data) at each set:
 
@@ -182,11 +194,11 @@ display(diff_on[["domain", "role", "n_seeds", "diff", "diff_lo", "diff_hi", "bea
 t002 = seed002_table(on.results, label_space="pneumothorax")
 display(t002[[c for c in t002.columns if not c.endswith((" mean", " halfwidth"))]])
 mean_row = diff_on[diff_on["domain"] == "mean of targets"].iloc[0]
-claim("RRR's mean-of-targets AUC differs from ERM's by less than 10 points (one small study)",
-      abs(mean_row["diff"]) < 10, diff=mean_row["diff"])
+claim("RRR's mean-of-targets AUC is within 5 points of ERM's (one small study)",
+      abs(mean_row["diff"]) < 5, diff=mean_row["diff"])
 
 # %% [markdown]
-# In this small study RRR and ERM end up within a few AUC points of each other at the targets;
+# In this small study RRR and ERM end up within 5 AUC points of each other at the targets;
 # with one seed there is no interval over seeds, so no verdict either way (the `cpu` profile
 # runs three seeds and prints one). Notebook 04's full study is where that question is settled.
 
@@ -233,10 +245,11 @@ display(claims_table())
 # * One config ran a whole study; a re-run recomputed nothing (Exercise 1), and the report put
 #   the source, every target and the gap side by side with their intervals.
 # * With the chest-drain shortcut at the source, ERM scored higher at the source than at the
-#   targets. Switching **only** the shortcut off lowered ERM's source AUC by more than 0.05 and
-#   shrank its source − target gap: part of the "domain gap" was the shortcut.
-# * RRR with lung-periphery masks and ERM stayed within a few points of each other at the
-#   targets in this small, single-seed study.
+#   targets. Switching **only** the shortcut off lowered ERM's source AUC by more than 0.1 and
+#   moved its target AUC by less than 0.05, so its source − target gap fell from more than 0.1
+#   to under 0.1: most of that "domain gap" was the shortcut.
+# * RRR with lung-periphery masks and ERM stayed within 5 AUC points of each other at the
+#   targets in this small, single-seed study: no verdict.
 #
 # ## What transfers to real data
 # * **Configs, units, reports.** The same `cxrlab run CONFIG --out DIR` runs on real caches under
