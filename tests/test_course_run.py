@@ -176,6 +176,16 @@ def test_the_course_runs_every_part_and_report_rebuilds_the_same(reference, home
     assert "Headline (SYNTHETIC" in printed and f"report: {out / 'report.md'}" in printed
 
 
+def test_cxrlab_run_of_a_course_config_gives_the_same_report(reference, home, tmp_path, capsys):
+    """`cxrlab run COURSE.yaml --out DIR`: the tiny sizes from the config's own profiles section."""
+    _, _, ref_md = reference
+    cfg = _write(tmp_path, {"profiles": {"ci": TINY}})
+    out = tmp_path / "cli"
+    assert cli.main(["run", str(cfg), "--out", str(out), "--profile", "ci"]) == 0
+    assert (out / "report.md").read_text() == ref_md
+    assert "Headline (SYNTHETIC" in capsys.readouterr().out
+
+
 def test_a_killed_course_reruns_only_the_rest(reference, home, tmp_path, monkeypatch):
     from cxrlab.study import runner
 

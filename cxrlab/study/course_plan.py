@@ -19,14 +19,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import pandas as pd
 
 from cxrlab.errors import MissingInputError
 from cxrlab.io import atomic_write_json, atomic_write_text
 from cxrlab.study.config import StudyError, check_backbones, load_study_config
-from cxrlab.study.parts import PART_KINDS, PartResult, gather_part, run_part
+from cxrlab.study.parts import PART_KINDS, gather_part, run_part
 
 #: the file that marks a folder as a course run
 COURSE_FILE = "course.json"
@@ -399,4 +399,3 @@ def headline(root) -> list[str]:
 
 __all__ = ["CoursePlan", "PartSpec", "course_report", "headline", "is_course_config",
            "load_course_config", "run_course"]
-_ = (Any, PartResult)
