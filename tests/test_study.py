@@ -407,3 +407,15 @@ def test_paired_bootstrap_compares_two_arms_on_the_same_patients(tiny_study, mon
                              else "within noise")
     with pytest.raises(KeyError, match="not in study"):
         S.paired_bootstrap(res, data, "rrr", "bce_probe")
+
+
+def test_auc_figures_do_not_name_a_threshold(tiny_study):
+    import matplotlib
+    matplotlib.use("Agg")
+    from cxrlab.study import plots as P
+
+    res = S.load_study(tiny_study[0])
+    fig = P.plot_in_vs_out(res.summary(), metric="auc_macro", label_space="shared7")
+    assert "threshold" not in fig._suptitle.get_text()
+    fig = P.plot_in_vs_out(res.summary(), metric="f1_macro", label_space="shared7")
+    assert "thresholds tuned_source_val" in fig._suptitle.get_text()
