@@ -27,7 +27,7 @@ from cxrlab.study.config import StudyError, check_backbones
 #: the ``kind`` of a part folder's metrics.json
 PART_KIND = "cxrlab-part"
 #: bump when what a part unit stores changes meaning (stored units then count as another config)
-PART_VERSION = 1
+PART_VERSION = 2
 #: part kind name -> class
 PART_KINDS: dict[str, type["Part"]] = {}
 
@@ -271,7 +271,9 @@ def mean_interval(values, level: float = 0.95) -> tuple[float, float, float]:
 
 
 def pm(m: float, lo: float, hi: float, digits: int = 3) -> str:
-    """``0.812 [0.790, 0.834]``, or the mean alone without an interval."""
+    """``0.812 [0.790, 0.834]``, the mean alone without an interval, empty without a mean."""
+    if not np.isfinite(m):
+        return ""
     if not np.isfinite(lo):
         return f"{m:.{digits}f}"
     return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
