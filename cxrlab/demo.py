@@ -98,6 +98,10 @@ def main(argv=None) -> int:
     except CxrlabError as e:
         print(f"cxrlab demo: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("cxrlab demo: interrupted; run `make demo` again to resume (finished units are "
+              "kept)", file=sys.stderr)
+        return 130
     return 0
 
 
