@@ -117,6 +117,23 @@ def test_gap_over_seeds_table_drops_and_paired_runs(fake_hospitals):
         g.score("alpha", "Edema", run="a")
 
 
+def test_combined_gaps_are_paired_like_one_call(fake_hospitals):
+    kw = dict(seeds=(0, 1), source="alpha", labels=["Effusion"], epochs=1, n_boot=25)
+    both = shift.gap_over_seeds({"a": fake_hospitals, "b": fake_hospitals}, **kw)
+    a = shift.gap_over_seeds({"a": fake_hospitals}, **kw)
+    b = shift.gap_over_seeds({"b": fake_hospitals}, **kw)
+    merged = shift.SeededGap.combine(a, b)
+    assert merged.runs == ["a", "b"]
+    for key in both.boot:
+        assert np.allclose(both.boot[key], merged.boot[key], equal_nan=True)
+    assert merged.drop_change("a", "b").value == 0
+    with pytest.raises(UsageError, match="must differ"):
+        shift.SeededGap.combine(a, a)
+    other = shift.gap_over_seeds({"c": fake_hospitals}, **{**kw, "n_boot": 20})
+    with pytest.raises(UsageError, match="n_boot differs"):
+        shift.SeededGap.combine(a, other)
+
+
 def test_gap_over_seeds_checks_its_inputs(fake_hospitals):
     with pytest.raises(UsageError, match="distinct"):
         shift.gap_over_seeds(fake_hospitals, seeds=(0, 0), source="alpha", epochs=1)

@@ -100,6 +100,44 @@ class SeededGap:
     target_split: str = "all"
     #: ``{(run, seed): ImageClassifier}`` when built with ``keep_models=True``
     models: dict = field(default_factory=dict, repr=False)
+    #: ``{(run, domain): patient ids of the scored rows}`` and how the bootstrap was drawn: two
+    #: runs are paired when both match
+    patients: dict = field(default_factory=dict, repr=False)
+    boot_seed: int = 0
+    n_boot: int = 0
+
+    @classmethod
+    def combine(cls, *gaps: "SeededGap") -> "SeededGap":
+        """One :class:`SeededGap` holding the runs of several, e.g. a run trained earlier and
+        one trained now, so that :meth:`difference` and :meth:`drop_change` compare them. The
+        runs must be *paired*: the same seeds, hospitals, labels, level and bootstrap
+        (``boot_seed``, ``n_boot``) and the same patients scored at every hospital; otherwise
+        a :class:`~cxrlab.errors.UsageError` says what differs."""
+        if not gaps:
+            raise UsageError("combine needs at least one SeededGap")
+        first = gaps[0]
+        runs = [r for g in gaps for r in g.runs]
+        if len(set(runs)) != len(runs):
+            raise UsageError(f"run names must differ to combine, got {runs}")
+        for g in gaps[1:]:
+            for attr in ("seeds", "source", "domains", "labels", "level", "boot_seed", "n_boot",
+                         "target_split"):
+                if getattr(g, attr) != getattr(first, attr):
+                    raise UsageError(f"cannot combine: {attr} differs ({getattr(first, attr)!r} vs "
+                                     f"{getattr(g, attr)!r}); train both with the same settings")
+            for d in first.domains:
+                a, b = first.patients[(first.runs[0], d)], g.patients[(g.runs[0], d)]
+                if not np.array_equal(a, b):
+                    raise UsageError(f"cannot combine: the patients scored at {d!r} differ, so the "
+                                     "runs are not paired (draw both caches with the same seed)")
+        merged = {k: {} for k in ("auc", "boot", "n", "n_pos", "best_epochs", "models", "patients")}
+        for g in gaps:
+            for k in merged:
+                merged[k].update(getattr(g, k))
+        return cls(runs=runs, seeds=list(first.seeds), source=first.source,
+                   domains=list(first.domains), labels=list(first.labels), level=first.level,
+                   synthetic=first.synthetic, target_split=first.target_split,
+                   boot_seed=first.boot_seed, n_boot=first.n_boot, **merged)
 
     # ---------------------------------------------------------------- one number
     def _values(self, run: str, domain: str, label: str) -> tuple[np.ndarray, np.ndarray]:
@@ -277,7 +315,7 @@ def gap_over_seeds(caches: Cache | Mapping[str, Cache], seeds: Sequence[int] = (
             raise UsageError(f"run {name!r}: cache {c.path} has no domain(s) {missing}")
     rng = np.random.default_rng(boot_seed)
     weights: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # domain -> (patients, weights)
-    auc, boot, n, n_pos, best, models = {}, {}, {}, {}, {}, {}
+    auc, boot, n, n_pos, best, models, patients = {}, {}, {}, {}, {}, {}, {}
     data = {}
     for name, c in runs.items():
         for d in doms:
@@ -287,6 +325,7 @@ def gap_over_seeds(caches: Cache | Mapping[str, Cache], seeds: Sequence[int] = (
             if d not in weights or not np.array_equal(weights[d][0], pats):
                 weights[d] = (pats, _patient_weights(pats, n_boot, rng))
             data[(name, d)] = (x, np.asarray(y, dtype=np.float64), weights[d][1])
+            patients[(name, d)] = pats
             n[(name, d)] = len(rows)
             yy = np.asarray(y, dtype=np.float64)
             n_pos[(name, d)] = np.nansum(yy == 1, axis=0).astype(int)
@@ -310,7 +349,8 @@ def gap_over_seeds(caches: Cache | Mapping[str, Cache], seeds: Sequence[int] = (
     return SeededGap(runs=list(runs), seeds=seeds, source=source, domains=doms, labels=labels,
                      level=level, auc=auc, boot=boot, n=n, n_pos=n_pos, best_epochs=best,
                      synthetic=bool(getattr(first, "synthetic", False)),
-                     target_split=target_split or "all", models=models)
+                     target_split=target_split or "all", models=models, patients=patients,
+                     boot_seed=int(boot_seed), n_boot=int(n_boot))
 
 
 __all__ = ["SeededGap", "combined_interval", "gap_over_seeds"]
