@@ -56,7 +56,7 @@ notebooks: $(STAMP)
 	  nb=$${src%.py}.ipynb; home=$(CURDIR)/.nbhome; rm -rf $$home; echo "== $$nb"; \
 	  $(VENV)/bin/jupytext --quiet --to ipynb --update --output $$nb $$src; \
 	  (cd notebooks && CXRLAB_PROFILE=ci CXRLAB_PROGRESS=0 CXRLAB_HOME=$$home \
-	    ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace \
+	    $(abspath $(PY)) -m jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=900 $$(basename $$nb)); \
 	  rm -rf $$home; done
 

@@ -31,7 +31,7 @@
 #    runs can resume;
 # 4. make a result repeat exactly with one seeding call.
 #
-# **Time** (run all cells): `ci` about 15 seconds on a 2-core laptop CPU (measured; the stored
+# **Time** (run all cells): `ci` about 10 seconds on a 2-core CPU (measured: 11 s; the stored
 # outputs come from it); `cpu` and `gpu` about the same (estimate: this notebook trains nothing;
 # on Colab add a minute for the install cell and the Google Drive prompt).
 

@@ -34,10 +34,10 @@
 # 5. measure the **source-to-target AUC gap** over several seeds *with intervals*, and show how
 #    a **shortcut** makes it grow while the source validation score does not warn you.
 #
-# **Time** (run all cells): `ci` about 3 minutes on a 2-core laptop CPU (measured; the stored
-# outputs come from it); `cpu` about 10 minutes (estimate: larger images, 8 epochs); `gpu`
-# about 5 minutes on one GPU (estimate; this notebook always uses the synthetic hospitals, at
-# most 4,000 images each).
+# **Time** (run all cells): `ci` about 2 minutes on a 2-core CPU (measured: 1 min 48 s while
+# other jobs shared the machine; the stored outputs come from it); `cpu` about 5 minutes
+# (estimate: 96-px images, 8 epochs); `gpu` about 5 minutes on one GPU (estimate: 224-px images;
+# this notebook always uses the synthetic hospitals, at most 4,000 images each).
 
 # %%
 # Colab / a fresh environment: install cxrlab only when it is missing (Colab already has torch)
@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlab import shift
-from cxrlab.claims import claim, claims_table, interval
+from cxrlab.claims import claim, claims_table
 from cxrlab.course import setup, short_path
 from cxrlab.data import plots as data_plots
 from cxrlab.profiles import resolve_device
@@ -73,13 +73,21 @@ DEVICE = resolve_device(p.device)
 SEED = p.seeds[0]
 IMAGE_SIZE = p.image_size
 # The shortcut comparison (section 5) needs a few dozen pneumothorax images in the *source test
-# split*; at 1,000 images per hospital it holds about 19, and the intervals cover everything.
+# split*; at the profile's 1,000 images per hospital it holds too few, and the intervals cover
+# everything (section 3 prints the counts at this notebook's size).
 N_PER_HOSPITAL = min(max(p.n_per_hospital, 3000), 4000)
 # The small CNN is still improving after the profile's 3 epochs (best epoch = the last one).
 CNN_EPOCHS = max(p.epochs, 5)
 # Intervals need more than one seed: a t-interval over seeds plus a bootstrap over patients.
 SEEDS = tuple(p.seeds) if len(p.seeds) >= 3 else (0, 1, 2)
 DATA_DIR = Path(p.data_dir)
+if DEVICE == "cpu":
+    # The tiny CNN on 64-px images gains little from a second thread, and on a shared CPU the
+    # threads wait for each other: one training run took 5.5 s on one thread and 43 s on two
+    # while other jobs ran on the same 2-core machine.
+    import torch
+
+    torch.set_num_threads(1)
 
 print(f"profile {p.name}: {IMAGE_SIZE} px, device {DEVICE}, backbone tiny_cnn "
       f"({'pretrained stand-in' if p.pretrained else 'random init'})")
@@ -91,6 +99,8 @@ for what, ours, theirs, why in [
     note = "as the profile" if ours == theirs else f"profile says {theirs}; {why}"
     print(f"  {what:>20}: {ours}  ({note})")
 print(f"  {'data folder':>20}: {short_path(DATA_DIR)}")
+if DEVICE == "cpu":
+    print(f"  {'torch threads':>20}: 1 (small models; threads on a shared CPU slow each other down)")
 
 # %% [markdown]
 # ## 1. What is domain shift?
@@ -367,7 +377,7 @@ summary = shift.shift_summary(cache, seed=SEED)
 print(summary.T.round(3).to_string())
 
 # %%
-ptx = summary.set_index("domain")["prev_Pneumothorax"] if "domain" in summary.columns else summary["prev_Pneumothorax"]
+ptx = summary["prev_Pneumothorax"]
 claim("pneumothorax is rare: about 7 % of the source's images, 5 % or less at the targets",
       abs(ptx["source"] - 0.07) < 0.015 and (ptx.drop("source") <= 0.055).all(),
       source=ptx["source"], targets_max=ptx.drop("source").max());
@@ -502,13 +512,15 @@ for lab in ("Effusion", "Cardiomegaly"):
     claim(f"{lab} loses at target_old, by more than the interval", gap.drop("target_old", lab).above(0),
           drop=gap.drop("target_old", lab))
 ptx_nih = gap.score("target_nih", "Pneumothorax")
-claim("pneumothorax at target_nih is above chance", ptx_nih.above(0.5), auc=ptx_nih);
+claim("pneumothorax at target_nih: about 0.73, above chance beyond the interval",
+      ptx_nih.above(0.5) and abs(ptx_nih.value - 0.73) <= 0.03, auc=ptx_nih);
 
 # %% [markdown]
 # **Reading the gap.** Every target loses macro AUC, and not evenly. `target_old` costs most, by a
 # margin larger than the intervals; `target_nih` and `target_lowres` lose less, and the data
 # cannot say which of the two loses less (the interval of their difference covers zero). With
-# one seed and no interval you would have read an order into that noise.
+# one seed and no interval you would have read an order into that noise. Pneumothorax, the
+# rarest finding, stays above chance at `target_nih` (about 0.73, the whole interval above 0.5).
 #
 # Compare the per-label rows with the hospital table: `target_old` labels small effusions and
 # borderline hearts *negative*; on those images the model is right about the picture and wrong
@@ -527,13 +539,18 @@ claim("pneumothorax at target_nih is above chance", ptx_nih.above(0.5), auc=ptx_
 # %%
 cache_sc = synthetic_cache(shortcut=True)
 ptx_rows = cache_sc.select(domain="source", query="Pneumothorax == 1")[:6]
-fig = data_plots.plot_gallery(cache_sc, rows=ptx_rows, show_masks=False, panel_size=2.2)
-fig.suptitle("SYNTHETIC source hospital with the shortcut: pneumothorax images, "
-             "chest drain outlined in yellow", fontsize=10)
+fig = data_plots.plot_gallery(cache_sc, rows=ptx_rows, show_masks=False, panel_size=2.2,
+                              title="SYNTHETIC source hospital with the shortcut: pneumothorax "
+                                    "images, chest drain outlined in yellow")
 plt.show()
 m = cache_sc.manifest[cache_sc.manifest["domain"] == "source"]
 rate = m.groupby("Pneumothorax")["shortcut_marker"].mean()
-claim("at the source, most pneumothorax images carry a drain and few others do",
+spec = {h: get_hospital(h) for h in cache_sc.domains}
+claim("the generator draws a drain in 90 % of the source's pneumothorax images and 5 % of the "
+      "others; 5 % and 5 % at every target",
+      (spec["source"].shortcut_pos, spec["source"].shortcut_neg) == (0.90, 0.05)
+      and all((s.shortcut_pos, s.shortcut_neg) == (0.05, 0.05) for h, s in spec.items() if h != "source"))
+claim("and so, at the source, most pneumothorax images carry a drain and few others do",
       rate.loc[1.0] > 0.8 and rate.loc[0.0] < 0.1, with_ptx=rate.loc[1.0], without=rate.loc[0.0]);
 
 # %% [markdown]
@@ -566,8 +583,9 @@ claim("the source test AUC does not fall with the shortcut (validation at the so
 targets = [d for d in sc.domains if d != "source"]
 claim("on average over the seeds, pneumothorax AUC is lower with the shortcut at every target",
       all(diff[d].value < 0 for d in targets), **{d: diff[d] for d in targets})
-claim("but at no single target is the fall beyond its interval: only the mean over targets is clear",
-      not any(diff[d].excludes(0) for d in targets), **{d: diff[d] for d in targets});
+clear = [d for d in targets if diff[d].below(0)]
+claim("the fall is beyond its interval at target_nih and target_old, not at target_lowres",
+      clear == ["target_nih", "target_old"], **{d: diff[d] for d in targets});
 
 # %% [markdown]
 # **Why the gap grows: shortcut learning.** A drain is far easier to see than a thin, dark
@@ -575,9 +593,10 @@ claim("but at no single target is the fall beyond its interval: only the mean ov
 # on it (Geirhos et al., *Shortcut learning in deep neural networks*, Nature Machine Intelligence
 # 2020). The source test split has the same drains, so the **source AUC does not fall**: here it
 # moves by less than its interval, so validation at the source cannot reveal the shortcut. At the
-# targets the drain says nothing: pneumothorax AUC is lower at every target on average, but with
-# three seeds no single target's fall is larger than its interval. Only the mean drop from source
-# to targets grows by more than its interval. Oakden-Rayner et al. (ACM CHIL 2020)
+# targets the drain says nothing: pneumothorax AUC is lower at every target on average, and at
+# `target_nih` and `target_old` the fall is larger than its interval (at `target_lowres` the
+# interval still covers zero). The mean drop from source to targets grows by more than its
+# interval. Oakden-Rayner et al. (ACM CHIL 2020)
 # found this very pattern in real pneumothorax models: much of their performance came from images
 # with chest drains, i.e. from already treated patients.
 #
@@ -636,29 +655,33 @@ claim("published: with lung-periphery masks they are still slightly worse on the
 # * **Image statistics**: the two noisiest hospitals have the highest `gradient`; with the noise
 #   turned off, `target_lowres` is no sharper than the source.
 # * **Domain classifier**: about 1.00 accuracy on the stored images and still about 1.00 after
-#   grey-level matching; about 0.78 when only the lung pixels are left (chance 0.28).
+#   grey-level matching; about 0.73 when only the lung pixels are left (chance 0.28).
 # * **Gap over three seeds**: macro AUC drops of about 0.06 (`target_lowres`), 0.06
 #   (`target_nih`) and 0.20 (`target_old`), all beyond their intervals; only `target_old` is
 #   clearly the worst.
-# * **Shortcut**: the source pneumothorax AUC does not fall (change within its interval), while
-#   the mean source-to-target drop grows by about 0.08.
+# * **Shortcut**: the source pneumothorax AUC does not fall (it rises by about 0.08, within its
+#   interval), while the mean source-to-target pneumothorax drop grows by about 0.15, beyond its
+#   interval.
 
 # %%
 def near(x, target, tol):
     return abs(float(x) - target) <= tol
 
 
-claim("domain classifier: about 1.00 stored, about 1.00 matched, about 0.78 lung-only (chance 0.28)",
+claim("domain classifier: about 1.00 stored, about 1.00 matched, about 0.73 lung-only (chance 0.28)",
       near(views["all"].accuracy, 1.0, 0.01) and near(views["matched"].accuracy, 1.0, 0.01)
-      and near(lm.accuracy, 0.78, 0.04) and near(lm.chance, 0.28, 0.02),
+      and near(lm.accuracy, 0.73, 0.03) and near(lm.chance, 0.28, 0.02),
       all=views["all"].accuracy, matched=views["matched"].accuracy, lung=lm.accuracy, chance=lm.chance)
 dd = {t: gap.drop(t).value for t in drops["target"]}
 claim("macro drops of about 0.06 (target_lowres), 0.06 (target_nih), 0.20 (target_old)",
       near(dd["target_lowres"], 0.06, 0.025) and near(dd["target_nih"], 0.06, 0.025)
       and near(dd["target_old"], 0.20, 0.03), **dd)
-claim("the mean source-to-target pneumothorax drop grows by about 0.08 with the shortcut",
-      near(sc.drop_change("shortcut off", "shortcut on", L).value, 0.08, 0.04),
-      growth=sc.drop_change("shortcut off", "shortcut on", L))
+claim("shortcut: the source pneumothorax AUC rises by about 0.08 (within its interval); the mean "
+      "drop to the targets grows by about 0.15 (beyond its interval)",
+      near(diff["source"].value, 0.08, 0.04) and diff["source"].excludes(0) is False
+      and near(sc.drop_change("shortcut off", "shortcut on", L).value, 0.15, 0.05)
+      and sc.drop_change("shortcut off", "shortcut on", L).above(0),
+      source_change=diff["source"], growth=sc.drop_change("shortcut off", "shortcut on", L))
 print(f"\n{len(claims_table())} claims checked in this notebook, all hold:")
 claims_table()[["claim", "numbers"]]
 
@@ -730,14 +753,15 @@ print("Effusion and Cardiomegaly: the findings are drawn, but target_old calls t
 from cxrlab.data.dataset import load_arrays
 
 strata = {"without a drain": "shortcut_marker == 0", "with a drain": "shortcut_marker == 1"}
+k = sc.labels.index("Pneumothorax")
 for run in sc.runs:
     model = sc.models[(run, SEEDS[0])]
     out = []
     for name, q in strata.items():
         r = cache_sc.select("test", "source", query=q)  # the same images for both models
-        x, y = load_arrays(cache_sc, r, ["Pneumothorax"])
-        res = shift.evaluate_auc(model, x, y, ["Pneumothorax"])
-        out.append(f"{name}: AUC {res['auc_macro']:.3f} (n={len(r)}, positives={int(np.nansum(y))})")
+        x, y = load_arrays(cache_sc, r, sc.labels)
+        res = shift.evaluate_auc(model, x, y, sc.labels)["per_label"].iloc[k]
+        out.append(f"{name}: AUC {res['auc']:.3f} (n={len(r)}, positives={res['n_pos']})")
     print(f"{run:>13}: " + "; ".join(out))
 print("Few source pneumothoraces lack a drain, so those AUCs are noisy: compare the two models on "
       "the same rows, and add seeds before you conclude.")

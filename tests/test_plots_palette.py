@@ -49,6 +49,7 @@ def test_gallery_outlines_the_drain_where_the_generator_drew_it(shortcut_cache):
     assert [yellow in _contour_colors(ax) for ax in axes] == [True, True, False, False]
     assert ["[drain]" in ax.get_title() for ax in axes] == [True, True, False, False]
     assert "shortcut" in fig._suptitle.get_text()
+    assert to_hex(axes[0].title.get_color()) == style.color_of("source")  # hospital colour
     # the outline is the generator's own drain geometry
     outl = data_plots.shortcut_outlines(cache, with_drain + without)
     assert outl.shape == (4, 32, 32) and outl[:2].any(axis=(1, 2)).all() and not outl[2:].any()

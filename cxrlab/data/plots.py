@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlab.labels import NIH14, lesion_mask_for
-from cxrlab.style import RED, SHORT, pyplot, synthetic_tag
+from cxrlab.style import RED, SHORT, color_of, pyplot, synthetic_tag
 
 #: the colour the galleries outline the shortcut (the chest drain) in
 SHORTCUT_COLOR = "yellow"
@@ -50,12 +50,15 @@ def shortcut_outlines(cache, rows: Sequence[int]) -> np.ndarray | None:
 def plot_gallery(cache, rows: Sequence[int] | None = None, per_domain: int = 4, *,
                  domains: Sequence[str] | None = None, show_masks: bool = True,
                  labels: Sequence[str] = NIH14, seed: int = 0, split: str | None = None,
-                 ncols: int = 6, panel_size: float = 1.9, show_shortcut: bool | None = None):
+                 ncols: int = 6, panel_size: float = 1.9, show_shortcut: bool | None = None,
+                 title: str | None = None):
     """A grid of images: one row per domain (``per_domain`` images each, seeded sample), or the
     explicit cache ``rows``. With ``show_masks`` the lung mask is drawn as a cyan contour and the
     lesions as a red overlay. Each title: the domain and the positive labels among ``labels``.
+    Titles are written in the hospital's colour (:func:`cxrlab.style.color_of`).
     ``show_shortcut`` (default: whenever the cache was drawn with the shortcut) outlines the chest
-    drain in yellow and adds "[drain]" to the title of the images that carry it.
+    drain in yellow and adds "[drain]" to the title of the images that carry it. ``title``
+    replaces the figure's title (laid out with the panels, so the two never overlap).
     """
     plt = pyplot()
     if rows is not None:
@@ -107,12 +110,12 @@ def plot_gallery(cache, rows: Sequence[int] | None = None, per_domain: int = 4, 
             if r in drains:
                 text += " [drain]"
             dom = str(cache.manifest["domain"].iloc[r])
-            ax.set_title(textwrap.fill(f"{dom}: {text}", 26), fontsize=8)
+            ax.set_title(textwrap.fill(f"{dom}: {text}", 26), fontsize=8, color=color_of(dom))
     what = "lung contour (cyan), lesions (red)" if show_masks else "images"
     if drains:
         what += ", chest drain = the shortcut (yellow)"
-    fig.suptitle(f"{synthetic_tag(cache)}{'hospitals' if cache.synthetic else 'images'} - "
-                 f"{what}", fontsize=10)
+    fig.suptitle(title or f"{synthetic_tag(cache)}{'hospitals' if cache.synthetic else 'images'}"
+                 f" - {what}", fontsize=10)
     fig.tight_layout()
     return fig
 

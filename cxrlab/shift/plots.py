@@ -91,7 +91,9 @@ def plot_domain_confusion(result, normalize: bool = True, ax=None):
             ax.text(j, i, txt, ha="center", va="center", fontsize=7,
                     color="white" if shown[i, j] > 0.6 * (shown.max() or 1) else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_title(f"{synthetic_tag(result)}domain classifier ({result.method})\n"
+    view = getattr(result, "pixels", "all")
+    what = result.method if view == "all" else f"{result.method}, {view} pixels"
+    ax.set_title(f"{synthetic_tag(result)}domain classifier ({what})\n"
                  f"accuracy {result.accuracy:.2f} vs chance {result.chance:.2f}", fontsize=9)
     fig.tight_layout()
     return fig
