@@ -88,13 +88,15 @@ def _cmd_bench(args) -> int:
 def _cmd_run(args) -> int:
     from cxrlab.errors import UsageError
     from cxrlab.study import run_study
+    from cxrlab.study.shards import parse_shard
 
+    shard = parse_shard(args.shard)
     seeds = parse_int_list(args.seeds, "--seeds") if args.seeds else None
     if Path(args.config).is_dir():
         raise UsageError(f"{args.config} is a folder; pass a study config YAML file (e.g. "
                          "configs/study_ci.yaml); to see a finished study use `cxrlab report DIR`")
     run_study(args.config, out=args.out, profile=args.profile, seeds=seeds,
-              overwrite=args.overwrite)
+              overwrite=args.overwrite, shard=shard)
     return 0
 
 
@@ -171,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true",
                    help="recompute units of another configuration and allow replacing the "
                         "study's tables with fewer units")
+    s.add_argument("--shard", default=None, metavar="I/N",
+                   help="run only shard I of N (1 <= I <= N) of the study's units into the same "
+                        "--out folder; several processes (a SLURM array) may share it")
     s.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("report", help="tables and plots across studies")

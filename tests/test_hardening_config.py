@@ -46,6 +46,12 @@ FLAG_CASES = [
              "is a folder; pass a study config YAML file"),
     BadInput("flags", "CLI", "cxrlab run missing.yaml", "exit 2", "does not exist"),
     BadInput("flags", "CLI", "cxrlab report /no/such/folder", "exit 2", "is not a folder"),
+    BadInput("flags", "CLI", "cxrlab run CONFIG --shard 0/2", "exit 2",
+             "--shard '0/2': out of range; --shard wants I/N with 1 <= I <= N"),
+    BadInput("flags", "CLI", "cxrlab run CONFIG --shard 3/2", "exit 2",
+             "--shard '3/2': out of range"),
+    BadInput("flags", "CLI", "cxrlab run CONFIG --shard a/b", "exit 2",
+             "--shard 'a/b': not two integers"),
 ]
 PROFILE_CASES = [
     BadInput("profile", "API", "get_profile(lr=-1)", "UsageError", "lr must be a finite number"),
@@ -85,6 +91,16 @@ STUDY_CASES = [  # (YAML text of one setting) -> message
     BadInput("study config", "API", "epoch: 3", "StudyError", "did you mean 'epochs'"),
     BadInput("study config", "API", "mask_source_labels: [Flu]", "StudyError",
              "unknown label(s) ['Flu']"),
+    BadInput("study config", "CLI", "backbones: [resnt50]", "exit 2",
+             "unknown backbone 'resnt50' (did you mean 'resnet50'?)"),
+    BadInput("study config", "API", "weights: {resnet5: w.pth}", "StudyError",
+             "weights: unknown backbone 'resnet5'"),
+    BadInput("study config", "CLI", "weights: {tiny_cnn: /no/such/w.pth}", "exit 2",
+             "weights for 'tiny_cnn': /no/such/w.pth does not exist"),
+    BadInput("study config", "CLI", "caches: {synthetik: /tmp}", "exit 2",
+             "caches: unknown name(s) 'synthetik' (did you mean 'synthetic'?)"),
+    BadInput("study config", "CLI", "caches: {synthetic: /no/such/cache}", "exit 2",
+             "the synthetic cache for 'source' is missing at /no/such/cache"),
 ]
 FAULT_CASES = [
     BadInput("faults", "CLI", "diverging run (lr: 1e30): NonFiniteLossError", "exit 2, one line",
@@ -142,6 +158,8 @@ def test_bad_flags_and_paths(case, tmp_path, capsys, monkeypatch):
         "cxrlab run configs/ (a folder)": ["run", "configs", "--out", "o"],
         "cxrlab run missing.yaml": ["run", "missing.yaml", "--out", "o"],
         "cxrlab report /no/such/folder": ["report", str(tmp_path / "no" / "such")],
+        **{f"cxrlab run CONFIG --shard {x}": ["run", str(cfg), "--out", "o", "--shard", x]
+           for x in ("0/2", "3/2", "a/b")},
     }[case.given]
     assert cli_main(argv) == 2
     _one_line_error(capsys, case.says)

@@ -259,3 +259,44 @@ def test_summarise_seeds_and_format():
         warnings.simplefilter("error")
         one = summarise_seeds([{"map": 0.3}])
     assert np.isnan(one.lo[0]) and one["mean"][0] == pytest.approx(0.3)
+
+
+def test_paired_bootstrap_difference_is_narrower_than_two_separate_intervals():
+    from cxrlab.metrics import bootstrap_ci, bootstrap_difference, masked_auc_macro
+
+    rng = np.random.default_rng(0)
+    n = 600
+    y = (rng.random((n, 2)) < 0.3).astype(float)
+    hard = rng.normal(size=(n, 2))  # what both models get wrong together
+    sig = lambda z: 1 / (1 + np.exp(-z))
+    a = sig(y * 1.2 + hard + 0.3 * rng.normal(size=(n, 2)))
+    b = sig(y * 1.0 + hard + 0.3 * rng.normal(size=(n, 2)))
+    groups = np.repeat(np.arange(n // 2), 2)
+    d = bootstrap_difference(y, a, b, n_boot=300, groups=groups, seed=1)
+    assert np.isclose(d["diff"], masked_auc_macro(y, a) - masked_auc_macro(y, b))
+    assert d["lo"] < d["diff"] < d["hi"] and d["lo"] > 0  # a is better, beyond the noise
+    ia = bootstrap_ci(y, a, n_boot=300, groups=groups, metrics=["auc_macro"]).iloc[0]
+    ib = bootstrap_ci(y, b, n_boot=300, groups=groups, metrics=["auc_macro"]).iloc[0]
+    assert ia["lo"] < ib["hi"]  # the separate intervals overlap...
+    assert d["hi"] - d["lo"] < (ia["hi"] - ia["lo"])  # ...the paired one is narrower than either
+    same = bootstrap_difference(y, a, a, n_boot=50)
+    assert same["diff"] == 0 and same["lo"] == 0 == same["hi"]
+    with pytest.raises(KeyError, match="mAUC"):
+        bootstrap_difference(y, a, b, metric="mAUC")
+    with pytest.raises(ValueError, match="same images"):
+        bootstrap_difference(y, a, b[:10])
+
+
+def test_masked_auc_macro_equals_sklearn_with_ties_and_missing_labels():
+    from sklearn.metrics import roc_auc_score
+    from cxrlab.metrics import masked_auc_macro
+
+    rng = np.random.default_rng(3)
+    y = (rng.random((300, 3)) < 0.2).astype(float)
+    s = np.round(rng.random((300, 3)) + 0.3 * y, 1)  # coarse scores: many ties
+    y[::4, 1] = np.nan
+    y[:, 2] = 0  # one class only: left out
+    want = np.mean([roc_auc_score(y[~np.isnan(y[:, j]), j], s[~np.isnan(y[:, j]), j])
+                    for j in (0, 1)])
+    assert np.isclose(masked_auc_macro(y, s), want)
+    assert np.isnan(masked_auc_macro(np.zeros((5, 1)), np.ones((5, 1))))

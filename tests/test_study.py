@@ -248,7 +248,7 @@ def test_summarise_over_seeds_uses_a_t_interval():
 
 def test_published_tables_are_cited():
     pub = S.published_seed000_table()
-    assert len(pub) == 6 and "published (seed 000 slides" in pub.attrs["caption"]
+    assert len(pub) == 6 and "published (student project slides" in pub.attrs["caption"]
     vit = pub[(pub["setting"] == "SupCon + linear probe") & (pub["model"] == "ViT-B/16")].iloc[0]
     assert (vit["F1 micro"], vit["AUC macro"]) == (30.06, 74.63)
     coh = S.published_cohen2020_table()
@@ -287,7 +287,7 @@ def test_report_writes_markdown_and_png(tiny_study):
     root = out.parent
     assert cli.main(["report", str(root)]) == 0
     text = (root / "report.md").read_text()
-    assert "tiny (SYNTHETIC)" in text and "published (seed 000 slides" in text
+    assert "tiny (SYNTHETIC)" in text and "published (student project slides" in text
     assert (root / "report_auc.png").stat().st_size > 1000
     with pytest.raises(FileNotFoundError, match="no study"):
         S.report(out / "units")
@@ -387,3 +387,35 @@ def test_a_method_that_needs_masks_gets_them_in_its_training_batches(tiny_study,
                      .read_text())
     assert rec["config"]["algorithm"] == "rrr" and rec["info"]["fit_epochs"] == 1
     assert set(res.results["setting"]) == {"RRR (rrr_per)"}
+
+
+def test_paired_bootstrap_compares_two_arms_on_the_same_patients(tiny_study, monkeypatch):
+    out, cfg_path, home, cache = tiny_study
+    monkeypatch.setenv("CXRLAB_HOME", str(home))
+    from cxrlab.profiles import get_profile
+
+    res = S.load_study(out)
+    data = S.load_study_data(S.load_study_config(res.config), get_profile("ci"))
+    t = S.paired_bootstrap(res, data, "supcon", "bce_probe", n_boot=50)
+    assert set(t["domain"]) == set(data.eval_names) and len(t) == len(data.eval_names)
+    auc = res.results.query("label_space == 'shared7' and threshold == 'tuned_source_val' and "
+                            "metric == 'auc_macro'").set_index(["method", "domain"])["value"]
+    for r in t.itertuples():
+        assert np.isclose(r.a, 100 * auc[("supcon", r.domain)], atol=1e-6)
+        assert np.isclose(r.diff, r.a - r.b) and r.lo <= r.diff <= r.hi
+        assert r.verdict == ("arm better" if r.lo > 0 else "baseline better" if r.hi < 0
+                             else "within noise")
+    with pytest.raises(KeyError, match="not in study"):
+        S.paired_bootstrap(res, data, "rrr", "bce_probe")
+
+
+def test_auc_figures_do_not_name_a_threshold(tiny_study):
+    import matplotlib
+    matplotlib.use("Agg")
+    from cxrlab.study import plots as P
+
+    res = S.load_study(tiny_study[0])
+    fig = P.plot_in_vs_out(res.summary(), metric="auc_macro", label_space="shared7")
+    assert "threshold" not in fig._suptitle.get_text()
+    fig = P.plot_in_vs_out(res.summary(), metric="f1_macro", label_space="shared7")
+    assert "thresholds tuned_source_val" in fig._suptitle.get_text()

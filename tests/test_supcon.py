@@ -165,3 +165,14 @@ def test_projection_head_and_two_view_features():
     loss = SupConLoss()(z, torch.eye(3)[:, :2])
     loss.backward()
     assert all(p.grad is not None for p in head.parameters())
+
+
+def test_chance_loss_is_the_loss_of_identical_embeddings():
+    from cxrlab.losses.supcon import SupConLoss, chance_loss
+
+    B = 16
+    z = torch.ones(B, 2, 8)  # an encoder that maps everything to the same point
+    labels = (torch.rand(B, 3, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    loss = SupConLoss(temperature=0.1, base_temperature=0.07, positives="any")(z, labels)
+    assert abs(loss.item() - chance_loss(B)) < 1e-4
+    assert abs(chance_loss(64) - 0.1 / 0.07 * math.log(127)) < 1e-9  # 6.92, notebook 03's line

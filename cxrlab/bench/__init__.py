@@ -1,6 +1,7 @@
 """`cxrlab bench`: speed figures as one JSON object.
 
-Each module in :data:`GROUPS` exposes ``run(quick: bool) -> dict[str, float]``; every figure
+Each module in :data:`GROUPS` exposes ``run(quick: bool) -> dict[str, float]`` and ``KEYS``, the
+names of every figure it can report (BENCHMARKS.md documents each one; a test checks it); every figure
 that is a ratio is measured against its baseline *in the same run* on the same machine, so the
 numbers compare across machines. ``quick=True`` shrinks the workloads (used by the tests).
 """
@@ -23,6 +24,11 @@ GROUPS = {
     "cam": "cxrlab.bench.cam",
     "masking": "cxrlab.bench.masking",
 }
+
+
+def all_keys() -> dict[str, tuple[str, ...]]:
+    """Group -> the keys its module declares (``KEYS``): every figure `cxrlab bench` can print."""
+    return {g: tuple(importlib.import_module(m).KEYS) for g, m in GROUPS.items()}
 
 
 def run_bench(groups: list[str] | None = None, quick: bool = False) -> dict:

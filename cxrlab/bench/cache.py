@@ -27,6 +27,18 @@ from pathlib import Path
 import numpy as np
 
 
+#: every figure this group can report (BENCHMARKS.md documents each)
+KEYS = (
+    "cache_vs_decode_ratio",
+    "decode_images_per_s",
+    "cache_images_per_s",
+    "prepare_parallel_speedup",
+    "prepare_images_per_s",
+    "prepare_workers",
+    "cpu_parallel_ceiling",
+)
+
+
 def _write_tree(root: Path, n: int, size: int) -> Path:
     from cxrlab.data.readers import toy
 

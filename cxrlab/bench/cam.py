@@ -17,6 +17,14 @@ import numpy as np
 import torch
 
 
+#: every figure this group can report (BENCHMARKS.md documents each)
+KEYS = (
+    "cam_batched_vs_loop_ratio",
+    "cam_batched_seconds_per_image",
+    "cam_batched_vs_loop_max_abs_diff",
+)
+
+
 def _best(fn, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):

@@ -21,6 +21,16 @@ import time
 import torch
 
 
+#: every figure this group can report (BENCHMARKS.md documents each)
+KEYS = (
+    "erm_step_ms",
+    "rrr_step_ms",
+    "actdiff_step_ms",
+    "rrr_step_overhead_ratio",
+    "actdiff_step_overhead_ratio",
+)
+
+
 def _batch(n: int, size: int = 64):
     from cxrlab.data.synthetic import generate
     from cxrlab.labels import NIH14

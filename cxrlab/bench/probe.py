@@ -27,6 +27,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+#: every figure this group can report (BENCHMARKS.md documents each)
+KEYS = (
+    "probe_cached_vs_epoch_ratio",
+    "probe_seconds_cached",
+    "probe_seconds_epoch",
+    "probe_auc_cached",
+    "probe_auc_epoch",
+    "probe_auc_abs_diff",
+    "probe_n_train_images",
+)
+
+
 SCHEDULE = dict(epochs=10, lr=1e-3, weight_decay=1e-4, batch_size=128, seed=0, standardize=True)
 
 

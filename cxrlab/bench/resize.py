@@ -21,6 +21,15 @@ from pathlib import Path
 import numpy as np
 
 
+#: every figure this group can report (BENCHMARKS.md documents each)
+KEYS = (
+    "resize16_window_after_speedup",
+    "resize16_ms_per_image",
+    "resize16_window_first_ms_per_image",
+    "resize16_mean_abs_diff",
+)
+
+
 def _window_first(image: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 

@@ -23,6 +23,18 @@ from cxrlab.losses.supcon_reference import supcon_loss_loop
 V, D, C = 2, 128, 14
 
 
+#: every figure this group can report (BENCHMARKS.md documents each)  # _b128: --quick only; _cuda: with a GPU
+KEYS = (
+    "supcon_loss_ms_b1024",
+    "supcon_loop_ms_b1024",
+    "supcon_vectorised_speedup_b1024",
+    "supcon_loss_ms_b128",
+    "supcon_loop_ms_b128",
+    "supcon_vectorised_speedup_b128",
+    "supcon_loss_ms_b1024_cuda",
+)
+
+
 def _inputs(B: int, device="cpu", seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     f = torch.randn(B, V, D, generator=g).to(device)

@@ -10,6 +10,13 @@ from __future__ import annotations
 import time
 
 
+#: every figure this group can report (BENCHMARKS.md documents each)
+KEYS = (
+    "synth_img_per_s_64",
+    "synth_img_per_s_224",
+)
+
+
 def _rate(size: int, n: int, repeats: int) -> float:
     """Images per second over all hospitals (shortcut on: every part of the generator runs)."""
     from cxrlab.data.synthetic import HOSPITALS, generate

@@ -59,7 +59,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SupConLoss", "gather_with_grad", "positive_weights"]
+__all__ = ["SupConLoss", "chance_loss", "gather_with_grad", "positive_weights"]
+
+
+def chance_loss(batch_size: int, views: int = 2, temperature: float = 0.1,
+                base_temperature: float = 0.07) -> float:
+    """The SupCon loss of an encoder that has learnt nothing: every view equally similar to
+    every other, so each positive gets probability 1 / (N - 1) among the N - 1 other views of
+    the batch (N = ``views`` x ``batch_size``), and every anchor pays
+    ``(temperature / base_temperature) * ln(N - 1)`` whatever its positives. A training curve
+    has to go clearly below this line before the encoder has learnt anything."""
+    n = int(views) * int(batch_size)
+    if n < 2:
+        raise ValueError(f"a batch needs at least two views in all, got {views} x {batch_size}")
+    import math
+
+    return float(temperature) / float(base_temperature) * math.log(n - 1)
 
 _POSITIVE_RULES = ("any", "jaccard")
 

@@ -12,6 +12,15 @@ order, same AdamW steps), so their results can be compared number for number:
 
 Labels are multi-label with NaN for "not labelled" (see :mod:`cxrlab.losses`). Model selection
 (number of epochs, weight decay) uses the *source validation* split only; never the target.
+
+Calibration. A probe whose scores are read as probabilities (a fixed threshold of 0.5, or a
+threshold tuned on one hospital and used at another) must be calibrated, and three defaults see
+to it: the bias starts at the logit of each label's training prevalence (``init_bias=
+"prevalence"``: the model starts out predicting the base rate, not 0.5 for a finding seen in 3 %
+of images); the epoch kept is the one with the lowest source-validation BCE (``select=
+"val_loss"``, a proper scoring rule that rewards calibration and ranking, where AUC ignores
+calibration); and training runs until that loss has not improved for ``patience`` epochs.
+``init_bias="zero", select="val_auc", patience=None`` reproduce the seed project's probe.
 """
 from __future__ import annotations
 
@@ -43,8 +52,8 @@ class LinearProbe(nn.Module):
         self.register_buffer("mean", torch.zeros(dim) if mean is None else mean.float().clone())
         self.register_buffer("std", torch.ones(dim) if std is None else std.float().clone())
         self.linear = nn.Linear(dim, n_labels)
-        nn.init.zeros_(self.linear.weight)  # deterministic start: p = 0.5 everywhere
-        nn.init.zeros_(self.linear.bias)
+        nn.init.zeros_(self.linear.weight)  # deterministic start: p = 0.5 everywhere (the
+        nn.init.zeros_(self.linear.bias)    # trainers then set the bias to the base rates)
         self.history: list[dict] = []
         self.best_epoch: int | None = None
         self.config: dict = {}
@@ -87,13 +96,34 @@ def _resolve_pos_weight(pos_weight, y: torch.Tensor):
     return torch.as_tensor(pos_weight, dtype=torch.float32)
 
 
+def prevalence_logits(y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Per label, the logit of the share of positives among *labelled* rows (clamped to
+    ``[eps, 1 - eps]``); 0 (p = 0.5) for a label without a single labelled row."""
+    y = torch.as_tensor(y, dtype=torch.float64)
+    labelled = ~torch.isnan(y)
+    n = labelled.sum(0)
+    pos = torch.where(labelled, y, torch.zeros_like(y)).sum(0)
+    p = (pos / n.clamp(min=1)).clamp(eps, 1 - eps)
+    return torch.where(n > 0, torch.logit(p), torch.zeros_like(p)).float()
+
+
+INIT_BIAS = ("prevalence", "zero")
+SELECT = ("val_loss", "val_auc")
+
+
 class _HeadTrainer:
     """The schedule both trainers share: a LinearProbe, AdamW, seeded minibatch order."""
 
     def __init__(self, probe: LinearProbe, y: torch.Tensor, *, epochs: int, lr: float,
-                 weight_decay: float, batch_size: int, seed: int, pos_weight):
+                 weight_decay: float, batch_size: int, seed: int, pos_weight,
+                 init_bias: str = "prevalence"):
         if epochs < 1 or batch_size < 1:
             raise UsageError(f"epochs and batch_size must be positive, got {epochs}, {batch_size}")
+        if init_bias not in INIT_BIAS:
+            raise UsageError(f"init_bias must be one of {INIT_BIAS}, got {init_bias!r}")
+        if init_bias == "prevalence":
+            with torch.no_grad():
+                probe.linear.bias.copy_(prevalence_logits(y))
         self.probe, self.y = probe, y
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.pos_weight = _resolve_pos_weight(pos_weight, y)
@@ -102,7 +132,8 @@ class _HeadTrainer:
         probe.config = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay,
                         "batch_size": batch_size, "seed": seed,
                         "pos_weight": None if pos_weight is None else
-                        (pos_weight if isinstance(pos_weight, str) else "given")}
+                        (pos_weight if isinstance(pos_weight, str) else "given"),
+                        "init_bias": init_bias}
 
     def step(self, emb_batch: torch.Tensor, idx: torch.Tensor) -> float:
         self.probe.train()
@@ -114,10 +145,13 @@ class _HeadTrainer:
 
 
 class _Selector:
-    """Keeps the epoch with the best source-validation AUC (val loss when AUC is undefined)."""
+    """Keeps the epoch with the best source-validation score: the lowest BCE (``select=
+    "val_loss"``) or the highest macro AUC (``"val_auc"``; the loss where AUC is undefined)."""
 
-    def __init__(self, val_emb, val_y, pos_weight):
-        self.val_emb, self.val_y, self.pos_weight = val_emb, val_y, pos_weight
+    def __init__(self, val_emb, val_y, pos_weight, select: str = "val_loss"):
+        if select not in SELECT:
+            raise UsageError(f"select must be one of {SELECT}, got {select!r}")
+        self.val_emb, self.val_y, self.pos_weight, self.select = val_emb, val_y, pos_weight, select
         self.best_score, self.best_state, self.best_epoch = -math.inf, None, None
 
     def update(self, probe: LinearProbe, epoch: int, record: dict) -> None:
@@ -129,7 +163,8 @@ class _Selector:
             logits = probe(self.val_emb)
             record["val_loss"] = float(masked_bce_with_logits(logits, self.val_y, self.pos_weight))
         record["val_auc"] = masked_auc_macro(self.val_y.numpy(), torch.sigmoid(logits).numpy())
-        score = record["val_auc"] if not math.isnan(record["val_auc"]) else -record["val_loss"]
+        use_auc = self.select == "val_auc" and not math.isnan(record["val_auc"])
+        score = record["val_auc"] if use_auc else -record["val_loss"]
         if score > self.best_score:  # ties keep the earlier (cheaper) epoch
             self.best_score, self.best_epoch = score, epoch
             self.best_state = copy.deepcopy(probe.state_dict())
@@ -143,29 +178,40 @@ class _Selector:
 
 def train_linear_probe(train_emb, train_y, val_emb=None, val_y=None, *, epochs: int = 10,
                        lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 128,
-                       seed: int = 0, pos_weight=None, standardize: bool = True) -> LinearProbe:
+                       seed: int = 0, pos_weight=None, standardize: bool = True,
+                       init_bias: str = "prevalence", select: str = "val_loss",
+                       patience: int | None = None) -> LinearProbe:
     """Train a linear probe on cached embeddings (CPU tensors; seconds).
 
     Parameters
     ----------
     train_emb, train_y : [n, D] embeddings and [n, L] labels (1 / 0 / NaN = not labelled).
     val_emb, val_y : optional *source validation* set: the epoch with the best validation
-        macro AUC is kept (``probe.best_epoch``); without it the last epoch is kept.
+        score (``select``) is kept (``probe.best_epoch``); without it the last epoch is kept.
     epochs, lr, weight_decay, batch_size, seed : AdamW on shuffled minibatches, the seed
         project's schedule by default (10 epochs, batch 128).
     pos_weight : None, ``"balanced"`` (n_neg / n_pos per label) or a tensor [L].
     standardize : standardise embeddings with the training mean/std first (better conditioned;
         ``False`` reproduces a plain linear layer on raw embeddings).
+    init_bias : ``"prevalence"`` (logit of each label's training prevalence) or ``"zero"``.
+    select : ``"val_loss"`` (lowest source-validation BCE: sees calibration) or ``"val_auc"``.
+    patience : stop once the validation score has not improved for this many epochs (``epochs``
+        is then a cap); ``None`` runs every epoch. Needs a validation set.
     """
     train_emb, train_y = _check_inputs(train_emb, train_y, "train")
     if val_emb is not None:
         val_emb, val_y = _check_inputs(val_emb, val_y, "val")
     mean, std = fit_standardizer(train_emb) if standardize else (None, None)
     probe = LinearProbe(train_emb.shape[1], train_y.shape[1], mean, std)
+    if patience is not None and (int(patience) < 1 or val_emb is None):
+        raise UsageError(f"patience must be a positive number of epochs and needs a validation "
+                         f"set, got patience={patience!r} with"
+                         f"{'out' if val_emb is None else ''} validation embeddings")
     trainer = _HeadTrainer(probe, train_y, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                           batch_size=batch_size, seed=seed, pos_weight=pos_weight)
-    probe.config["standardize"] = standardize
-    selector = _Selector(val_emb, val_y, trainer.pos_weight)
+                           batch_size=batch_size, seed=seed, pos_weight=pos_weight,
+                           init_bias=init_bias)
+    probe.config.update(standardize=standardize, select=select, patience=patience)
+    selector = _Selector(val_emb, val_y, trainer.pos_weight, select)
     for epoch in range(1, trainer.epochs + 1):
         total = 0.0
         for idx in epoch_batches(len(train_emb), trainer.batch_size, trainer.generator):
@@ -173,6 +219,8 @@ def train_linear_probe(train_emb, train_y, val_emb=None, val_y=None, *, epochs: 
         record = {"epoch": epoch, "train_loss": total / max(1, len(train_emb))}
         selector.update(probe, epoch, record)
         probe.history.append(record)
+        if patience is not None and epoch - selector.best_epoch >= int(patience):
+            break
     return selector.finish(probe)
 
 
@@ -180,14 +228,18 @@ def select_linear_probe(train_emb, train_y, val_emb, val_y, *,
                         weight_decays: Sequence[float] = (0.0, 1e-4, 1e-3, 1e-2),
                         **kwargs) -> LinearProbe:
     """Grid over weight decay (and, through validation, the epoch), all judged on the *source
-    validation* set; returns the best probe with ``probe.selection`` (one dict per candidate)."""
+    validation* set by the same score as the epochs (``select``, default the validation BCE);
+    returns the best probe with ``probe.selection`` (one dict per candidate)."""
+    select = kwargs.get("select", "val_loss")
     best_score, best_probe, table = -math.inf, None, []
     for wd in weight_decays:
         p = train_linear_probe(train_emb, train_y, val_emb, val_y, weight_decay=wd, **kwargs)
-        val_auc = next((h.get("val_auc", float("nan")) for h in p.history
-                        if h["epoch"] == p.best_epoch), float("nan"))
-        table.append({"weight_decay": wd, "best_epoch": p.best_epoch, "val_auc": val_auc})
-        score = -math.inf if math.isnan(val_auc) else val_auc
+        best = next((h for h in p.history if h["epoch"] == p.best_epoch), {})
+        val_auc, val_loss = best.get("val_auc", float("nan")), best.get("val_loss", float("nan"))
+        table.append({"weight_decay": wd, "best_epoch": p.best_epoch, "val_auc": val_auc,
+                      "val_loss": val_loss})
+        score = val_auc if select == "val_auc" else -val_loss
+        score = -math.inf if math.isnan(score) else score
         if best_probe is None or score > best_score:
             best_score, best_probe = score, p
     probe = best_probe
@@ -210,7 +262,8 @@ def train_frozen_probe_epochs(backbone, cache, rows, labels, *, epochs: int = 10
                               lr: float = 1e-3, weight_decay: float = 1e-4,
                               batch_size: int = 128, seed: int = 0, pos_weight=None,
                               standardize: bool = False, device: str = "auto",
-                              precision: str = "fp32") -> LinearProbe:
+                              precision: str = "fp32",
+                              init_bias: str = "prevalence") -> LinearProbe:
     """The seed project's linear probe, kept as a baseline: every epoch, every minibatch of
     images goes through the frozen backbone again, then the head takes one AdamW step.
 
@@ -240,7 +293,8 @@ def train_frozen_probe_epochs(backbone, cache, rows, labels, *, epochs: int = 10
                                                         precision=prec))
     probe = LinearProbe(backbone.num_features, y.shape[1], mean, std)
     trainer = _HeadTrainer(probe, y, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                           batch_size=batch_size, seed=seed, pos_weight=pos_weight)
+                           batch_size=batch_size, seed=seed, pos_weight=pos_weight,
+                           init_bias=init_bias)
     probe.config["standardize"] = standardize
     was_training, home = backbone.training, next(backbone.parameters()).device
     backbone.eval().to(device)

@@ -42,8 +42,10 @@ run; a unit killed in training continues from its engine checkpoint ``checkpoint
 The package, one job per module: :mod:`~cxrlab.study.config` (what runs),
 :mod:`~cxrlab.study.sets` (the resolved protocol), :mod:`~cxrlab.study.scoring` (scoring one
 model), :mod:`~cxrlab.study.runner` (the units and the study), :mod:`~cxrlab.study.result`
-(reading a study back), :mod:`~cxrlab.study.tables`, :mod:`~cxrlab.study.plots` (figures) and
-:mod:`~cxrlab.study.report`.
+(reading a study back), :mod:`~cxrlab.study.shards` (several processes, one folder:
+``--shard I/N``, unit claims, ``study.json``), :mod:`~cxrlab.study.tables`,
+:mod:`~cxrlab.study.gaps` (the source - target gap), :mod:`~cxrlab.study.plots` (figures),
+:mod:`~cxrlab.study.report` and :mod:`~cxrlab.study.html` (the self-contained HTML report).
 """
 from cxrlab.study.config import (THRESHOLDS, Arm, StudyConfig, StudyError, load_study_config,
                                  mask_labels, study_arms)
@@ -51,8 +53,12 @@ from cxrlab.study.sets import StudyData, load_study_data, source_undefined_label
 from cxrlab.study.scoring import evaluate_predictions
 from cxrlab.study.report import report, study_markdown, write_study_figures
 from cxrlab.study.result import STUDY_KIND, StudyResult, load_study
+from cxrlab.study.compare import paired_bootstrap
 from cxrlab.study.runner import UNIT_VERSION, Unit, run_probe_study, run_study
-from cxrlab.study.tables import (METRIC_NAMES, RESULT_COLUMNS, compare_with_published,
+from cxrlab.study.shards import Shard, parse_shard
+from cxrlab.study.gaps import gap_table
+from cxrlab.study.tables import (METRIC_NAMES, RESULT_COLUMNS, compare_with_published, drop_table,
+                                 metric_table, variant_gain,
                                  markdown_table, method_order, setting_names,
                                  published_cohen2020_table, published_seed000_table,
                                  seed000_table, summarise, unit_summary)
@@ -64,5 +70,6 @@ __all__ = [
     "run_study", "run_probe_study", "evaluate_predictions", "write_study_figures",
     "study_markdown", "summarise", "unit_summary", "seed000_table", "published_seed000_table",
     "published_cohen2020_table", "compare_with_published", "markdown_table", "load_study",
-    "report", "synthetic_cache", "source_undefined_labels",
+    "report", "synthetic_cache", "source_undefined_labels", "metric_table", "drop_table",
+    "variant_gain", "Shard", "parse_shard", "gap_table", "paired_bootstrap",
 ]

@@ -46,7 +46,9 @@ class StudyConfig:
         protocol reads one (default: the profile's sizes, seed 0, no shortcut).
     caches: member or cache name -> folder (overrides the protocol's cache locations).
     epochs: probe epochs; finetune_epochs: the budget of *both* ``bce_finetune`` and
-        ``supcon``; batch_size, lr: of the engine runs; probe_*: of the linear probe.
+        ``supcon``; batch_size, lr: of the engine runs; probe_*: of the linear probe (by
+        default calibrated: bias from prevalence, epoch kept by source-validation BCE, trained
+        until that loss stops improving; see :func:`cxrlab.probe.train_linear_probe`).
     hparams: per-method hyper-parameters (``cxrlab.methods``), e.g. ``{supcon: {temperature: 0.1}}``;
         they apply to every arm of that method, and an arm's own ``hparams`` override them.
     bootstrap: resamples for the 95 % intervals (0: none); bootstrap_unit: ``patient`` or ``image``.
@@ -75,6 +77,14 @@ class StudyConfig:
     probe_batch_size: int | None = None
     probe_weight_decay: float = 1e-4
     probe_pos_weight: Any = None
+    #: the probe trains until the source-validation score has not improved for this many epochs
+    #: (probe_epochs, default 300, is then a cap); null: exactly probe_epochs epochs
+    probe_patience: int | None = 10
+    #: the source-validation score that keeps an epoch: "val_loss" (BCE; sees calibration) or
+    #: "val_auc" (the seed project's)
+    probe_select: str = "val_loss"
+    #: the probe's starting bias: "prevalence" (logit of each label's base rate) or "zero"
+    probe_init_bias: str = "prevalence"
     hparams: dict = field(default_factory=dict)
     bootstrap: int | None = None
     bootstrap_unit: str = "patient"
@@ -265,6 +275,13 @@ def _check_config(cfg: StudyConfig, where: str) -> None:
             raise StudyError(f"{where}: hparams[{m!r}] must be a mapping")
         ALGORITHMS[m].resolve_hparams(hp)  # unknown names raise HParamError
     study_arms(cfg, where)
+    if cfg.backbones is not None:
+        check_backbones(cfg.backbones, where)
+    for name, path in cfg.weights.items():
+        check_backbones([name], f"{where}: weights")
+        if path is not None and not Path(str(path)).expanduser().exists():
+            raise MissingInputError(f"{where}: weights for {name!r}: {path} does not exist; pass "
+                                    "a local weight file (.safetensors / .pth) or leave it out")
     if cfg.seeds is not None and (not cfg.seeds or any(s < 0 for s in cfg.seeds)):
         raise StudyError(f"{where}: seeds must be non-negative integers, got {cfg.seeds}")
     if cfg.target_split not in (None, "train", "val", "test", "all"):
@@ -279,7 +296,8 @@ def _check_config(cfg: StudyConfig, where: str) -> None:
     if unknown:
         raise StudyError(f"{where}: synthetic: unknown key(s) {unknown}; allowed "
                          f"{sorted(_SYNTH_KEYS)}")
-    for k in ("epochs", "finetune_epochs", "batch_size", "probe_epochs", "probe_batch_size"):
+    for k in ("epochs", "finetune_epochs", "batch_size", "probe_epochs", "probe_batch_size",
+              "probe_patience"):
         v = getattr(cfg, k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise StudyError(f"{where}: {k} must be a positive integer, got {v!r}")
@@ -290,6 +308,24 @@ def _check_config(cfg: StudyConfig, where: str) -> None:
             except KeyError as e:
                 raise StudyError(f"{where}: label_spaces: {e.args[0]}") from None
     mask_labels(cfg.mask_source_labels)  # validates
+
+
+def check_backbones(names, where: str) -> None:
+    """Every name a registered backbone (:mod:`cxrlab.models`); else a :class:`StudyError`
+    naming it, the closest registered name and the list."""
+    from cxrlab.models import list_backbones
+
+    known = list_backbones()
+    if not names:
+        raise StudyError(f"{where}: 'backbones' is empty; choose from {known}")
+    for name in names:
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise StudyError(f"{where}: unknown backbone {name!r}{hint}; registered backbones: "
+                             f"{known}")
 
 
 def _is_number(v) -> bool:
@@ -318,6 +354,11 @@ def _check_values(cfg: StudyConfig, where: str) -> None:
     if cfg.pretrained is not None and not isinstance(cfg.pretrained, bool):
         raise StudyError(f"{where}: pretrained must be true or false (unquoted), got "
                          f"{cfg.pretrained!r}")
+    for k, allowed in (("probe_select", ("val_loss", "val_auc")),
+                       ("probe_init_bias", ("prevalence", "zero"))):
+        if getattr(cfg, k) not in allowed:
+            raise StudyError(f"{where}: {k} must be one of {list(allowed)}, got "
+                             f"{getattr(cfg, k)!r}")
     if cfg.probe_pos_weight not in (None, "balanced"):
         raise StudyError(f"{where}: probe_pos_weight must be 'balanced' or left out, got "
                          f"{cfg.probe_pos_weight!r}")

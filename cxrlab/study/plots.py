@@ -115,10 +115,16 @@ def plot_in_vs_out(summary: pd.DataFrame, metric: str = "auc_macro", label_space
     lo = 0.3 if metric.startswith("auc") else 0.0
     axes[0, 0].set_ylim(lo, 1.0)
     axes[0, -1].legend(fontsize=7, frameon=False, loc="upper right")
-    fig.suptitle(f"{_tag(summary)}in-domain (grey) vs out-of-domain, {label_space}, "
-                 f"thresholds {threshold}; bars: 95% intervals", fontsize=9)
+    thr = "" if _threshold_free(metric) else f", thresholds {threshold}"
+    fig.suptitle(f"{_tag(summary)}in-domain (grey) vs out-of-domain, {label_space}{thr}; "
+                 f"bars: 95% intervals", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _threshold_free(metric: str) -> bool:
+    """AUC and mAP rank images: no threshold enters them, so no title should name one."""
+    return metric.startswith("auc") or metric in ("map", "mAP")
 
 
 def _setting(summary: pd.DataFrame, m: str) -> str:
@@ -207,7 +213,8 @@ def plot_label_spaces(summary: pd.DataFrame, domain: str | None = None,
         ax.set_ylim(0, 1.0)
         ax.legend(fontsize=7, frameon=False)
     fig.suptitle(f"{_tag(summary)}the same predictions at {domain}, scored on "
-                 f"{' vs '.join(spaces)} (threshold {threshold})", fontsize=9)
+                 f"{' vs '.join(spaces)}" + ("" if all(_threshold_free(m) for m in metrics)
+                                      else f" (F1 at threshold {threshold})"), fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -79,6 +79,10 @@ def study_markdown(res: StudyResult) -> str:
     if res.figures:
         parts += ["## Figures", ""] + [f"![{k}]({Path(v).name})" for k, v in res.figures.items()]
     parts += ["", "## Units", "", markdown_table(res.units), ""]
+    if res.missing:
+        parts += [f"**Partial study**: {len(res.missing)} of {len(res.grid)} units are not "
+                  "finished yet (other shards still running, or stopped); the tables above cover "
+                  "the finished ones. Missing: " + ", ".join(f"`{u}`" for u in res.missing), ""]
     return "\n".join(parts) + "\n"
 
 
@@ -97,25 +101,152 @@ def _find_studies(root: Path) -> list[Path]:
     return found
 
 
-def report(results_dir, dpi: int = 90, verbose: bool = True) -> Path:
+def _unfinished(root: Path, tabled: list[Path]) -> list[Path]:
+    """Study folders whose units started but whose tables were never written."""
+    seen = {p.resolve() for p in tabled}
+    out = []
+    for f in sorted(root.glob("**/units/*/metrics.json")):
+        study = f.parent.parent.parent
+        if study.resolve() not in seen and study not in out:
+            out.append(study)
+    return out
+
+
+def _grid_of(path: Path) -> list[str]:
+    """The unit names of a study's grid, from its ``study.json`` (empty when unknown)."""
+    try:
+        return list(json.loads((path / "study.json").read_text()).get("grid") or [])
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def _rel(p: Path, root: Path) -> str:
+    return str(p.relative_to(root)) if p != root else "."
+
+
+def _missing_blocks(done: list[str], missing: list[str], path: Path) -> list:
+    total = len(done) + len(missing)
+    return [("p", f"**Partial study**: {len(done)} of {total} units finished; the tables above "
+                  f"cover the finished units only. Missing ({len(missing)}): "
+                  + ", ".join(f"`{m}`" for m in missing) + "."),
+            ("p", f"To finish it, re-run `cxrlab run CONFIG --out {path}` with the study's config "
+                  "(add `--shard I/N` to split the rest; finished units are kept).")]
+
+
+def report_blocks(studies: list[StudyResult], root: Path, figure: Path | None,
+                  unfinished: list[Path] = ()) -> list:
+    """The cross-study report as blocks (see :mod:`cxrlab.study.html`), Markdown and HTML alike."""
+    from cxrlab.study.gaps import fair_label_space, gap_table
+
+    n = len(studies)
+    any_synth = any(s.synthetic for s in studies)
+    blocks = [("h", 1, "cxrlab report" + (" (SYNTHETIC data)" if any_synth else "")),
+              ("p", f"{n} stud{'y' if n == 1 else 'ies'} with tables"
+                    + (f", {len(unfinished)} without tables yet" if unfinished else "")
+                    + ". Every number: % as mean ± half-width of its 95 % interval (t over seeds; "
+                      "one seed: bootstrap over patients), fair label space, thresholds tuned on "
+                      "the source validation split; the gap is source − target, its interval "
+                      "treating the two test sets as independent samples.")]
+    if any_synth:
+        blocks.append(("p", "**SYNTHETIC**: every number of a study marked SYNTHETIC comes from "
+                            "the synthetic hospitals (phantoms, not patients) and is not comparable "
+                            "with published results on real data."))
+    if figure is not None:
+        blocks.append(("img", figure, "AUC macro per study and evaluation set"
+                                      + (" (SYNTHETIC)" if any_synth else "")))
+    for s in studies:
+        space = fair_label_space(s.results)
+        blocks += [("h", 2, f"{s.name} ({s.tag}) — `{_rel(s.out, root)}`"),
+                   ("p", f"Profile `{s.profile}`; {len(s.units)} of {len(s.grid) or len(s.units)} "
+                         f"units finished.")]
+        blocks.append(("ul", _caveats(s)))
+        for metric in ("auc_macro", "f1_macro"):
+            g = gap_table(s.results, metric=metric, label_space=space)
+            blocks += [("h", 3, f"{'AUC' if metric == 'auc_macro' else 'F1'} macro: source, "
+                                "targets and the gap"),
+                       ("table", g, g.attrs["caption"])]
+        summ = summarise(s.results)
+        for domain in summ["domain"].unique():
+            t = seed000_table(summ, label_space=space, domain=domain,
+                              threshold="tuned_source_val")
+            t.insert(0, "data", s.tag)
+            blocks += [("h", 3, f"All four metrics at {domain}"), ("table", t, t.attrs["caption"])]
+        own = s.out / "in_vs_out_of_domain.png"
+        if own.is_file():
+            blocks.append(("img", own, f"{s.name}: in- vs out-of-domain ({s.tag})"))
+        if s.missing:
+            blocks += _missing_blocks(list(s.units["unit"]) if len(s.units) else [], s.missing,
+                                      s.out)
+    for path in unfinished:
+        done = sorted(p.parent.name for p in (path / "units").glob("*/metrics.json"))
+        grid = _grid_of(path)
+        missing = [u for u in grid if u not in done]
+        blocks += [("h", 2, f"Unfinished: `{_rel(path, root)}` (no tables yet)"),
+                   ("p", f"Finished units ({len(done)}): " + ", ".join(f"`{u}`" for u in done)
+                         + ". " + (f"Missing ({len(missing)}): "
+                                   + ", ".join(f"`{u}`" for u in missing) + "." if grid else
+                                   "Its grid is unknown (no study.json)."))]
+        blocks.append(("p", f"Its tables are written when a `cxrlab run CONFIG --out {path}` "
+                            "finishes (re-run it with the study's config; finished units are "
+                            "kept)."))
+    pub = published_seed000_table()
+    blocks += [("h", 2, "Published reference numbers (not ours)"),
+               ("table", pub, f"{pub.attrs['caption']}; {pub.attrs['citation']}", ".2f")]
+    return blocks
+
+
+def markdown_of(blocks: list, root: Path) -> str:
+    """Blocks as GitHub Markdown (figures by their path relative to ``root``, the folder of the
+    report)."""
+    import os
+
+    parts = []
+    for b in blocks:
+        kind = b[0]
+        if kind == "h":
+            parts += ["#" * b[1] + " " + b[2], ""]
+        elif kind == "p":
+            parts += [b[1], ""]
+        elif kind == "ul":
+            parts += [f"* {x}" for x in b[1]] + [""]
+        elif kind == "table":
+            if len(b) > 2 and b[2]:
+                parts += [f"_{b[2]}_", ""]
+            parts += [markdown_table(b[1], b[3] if len(b) > 3 else ".3f"), ""]
+        elif kind == "img":
+            parts += [f"![{b[2]}]({Path(os.path.relpath(b[1], root)).as_posix()})", ""]
+        elif kind == "code":
+            parts += ["```", str(b[1]), "```", ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def report(results_dir, dpi: int = 90, verbose: bool = True, html: bool = True) -> Path:
     """``cxrlab report DIR``: compare every study found under ``DIR`` (a study folder or a folder
-    of them). Writes ``DIR/report.md`` and ``DIR/report_auc.png``; returns the report's path."""
+    of them). Writes ``DIR/report.md`` with ``DIR/report_auc.png`` beside it and the same report
+    as one self-contained ``DIR/report.html`` (figures embedded); returns the Markdown's path.
+
+    A partial study (other shards still running, a crash) is reported as far as it is finished,
+    and its missing units are listed by name; a study with units but no tables yet is listed
+    with what it has and what it lacks.
+    """
     import matplotlib.pyplot as plt
 
     from cxrlab.study import plots as P
+    from cxrlab.study.html import render_html
     from cxrlab.style import save_figure
 
     root = Path(results_dir).expanduser()
     if not root.is_dir():
         raise MissingInputError(f"{root} is not a folder; pass a study's --out folder or a "
                                 "folder holding several")
-    studies = [load_study(p) for p in _find_studies(root)]
+    found = _find_studies(root)
+    studies = [load_study(p) for p in found]
+    unfinished = _unfinished(root, found)
     if not studies:
         from cxrlab.study.safety import study_inventory
 
-        started = [p.parent.parent.parent for p in root.glob("**/units/*/metrics.json")]
-        if started:  # a study killed before its tables were written
-            where = started[0]
+        if unfinished:  # a study killed before its tables were written
+            where = unfinished[0]
             raise MissingInputError(
                 f"{where} holds an unfinished study ({study_inventory(where)}): it was stopped "
                 f"before its tables were written; re-run `cxrlab run CONFIG --out {where}` with "
@@ -127,30 +258,15 @@ def report(results_dir, dpi: int = 90, verbose: bool = True) -> Path:
         summ = summarise(s.results)
         summ["study"] = f"{s.name} ({s.tag})"
         summaries.append(summ)
-    allsum = pd.concat(summaries, ignore_index=True)
-    fig = P.plot_study_comparison(allsum)
+    fig = P.plot_study_comparison(pd.concat(summaries, ignore_index=True))
     png = save_figure(fig, root / "report_auc.png", dpi=dpi)
     plt.close(fig)
-    parts = ["# cxrlab report", "",
-             f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} found. Every number: "
-             "value [95% interval] in %, fair label space, thresholds tuned on source validation.",
-             "", f"![AUC per study]({png.name})", ""]
-    for s in studies:
-        rel = s.out.relative_to(root) if s.out != root else Path(".")
-        summ = summarise(s.results)
-        spaces = list(summ["label_space"].unique())
-        fair = "shared7" if "shared7" in spaces else spaces[0]
-        parts += [f"## {s.name} ({s.tag}) — `{rel}`", "", f"Profile `{s.profile}`.", ""]
-        parts += [f"* {c}" for c in _caveats(s)] + [""]
-        for domain in summ["domain"].unique():
-            t = seed000_table(summ, label_space=fair, domain=domain, threshold="tuned_source_val")
-            parts += [f"### {domain}", "", f"_{t.attrs['caption']}_", "", markdown_table(t), ""]
-    pub = published_seed000_table()
-    parts += ["## Published reference numbers", "",
-              f"_{pub.attrs['caption']}; {pub.attrs['citation']}_", "", markdown_table(pub, ".2f"),
-              ""]
+    blocks = report_blocks(studies, root, png, unfinished)
     out = root / "report.md"
-    atomic_write_text(out, "\n".join(parts) + "\n")
+    atomic_write_text(out, markdown_of(blocks, root))
+    if html:
+        atomic_write_text(root / "report.html", render_html(blocks, "cxrlab report"))
     if verbose:
-        print(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'}: wrote {out} and {png.name}")
+        print(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'}: wrote {out}, "
+              f"{png.name}{' and report.html' if html else ''}")
     return out

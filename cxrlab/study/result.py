@@ -21,7 +21,8 @@ class StudyResult:
 
     ``results``: long table (:data:`RESULT_COLUMNS`), ``per_label``: one row per unit,
     evaluation set, threshold kind and label; ``units``: per-unit timings and whether it was
-    computed or found complete; ``data``: the sets (role, images, patients).
+    computed or found complete; ``grid``: every unit's name; ``missing``: the units of the grid
+    not stored yet (a partial study: other shards still running, or a crash); ``data``: the sets (role, images, patients).
     """
 
     name: str
@@ -36,6 +37,9 @@ class StudyResult:
     source_undefined: list = field(default_factory=list)
     protocol: str = ""
     figures: dict = field(default_factory=dict)
+    #: every unit of the study's grid, and those not stored yet (other shards, a crash)
+    grid: list = field(default_factory=list)
+    missing: list = field(default_factory=list)
 
     def summary(self, **kw) -> pd.DataFrame:
         return summarise(self.results, **kw)
@@ -87,4 +91,6 @@ def load_study(path) -> StudyResult:
                        synthetic=bool(meta["synthetic"]), results=results, per_label=per_label,
                        units=pd.DataFrame(meta["units"]), data=pd.DataFrame(meta["data"]),
                        source_undefined=meta.get("source_undefined_labels", []),
-                       protocol=meta.get("protocol", ""))
+                       protocol=meta.get("protocol", ""),
+                       grid=list(meta.get("grid") or [u.get("unit") for u in meta["units"]]),
+                       missing=list(meta.get("missing_units") or []))

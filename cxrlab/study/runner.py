@@ -14,6 +14,7 @@ import pandas as pd
 
 from cxrlab.io import atomic_path, atomic_to_csv, atomic_write_json, atomic_write_text
 from cxrlab.study.config import (Arm, StudyConfig, StudyError, _check_config, _json_default,
+                                 check_backbones,
                                  _label_space_names, _space_key, load_study_config)
 from cxrlab.study.sets import StudyData, load_study_data, source_undefined_labels
 from cxrlab.study.scoring import evaluate_predictions
@@ -24,7 +25,16 @@ from cxrlab.study.tables import RESULT_COLUMNS, summarise
 
 #: part of every unit's config hash: bump it when what a unit stores changes meaning, so that
 #: units written before are seen as another configuration (see _Runner.is_complete)
-UNIT_VERSION = 1
+UNIT_VERSION = 2
+#: the most epochs a linear probe trains when it stops on its own (probe_patience)
+PROBE_EPOCH_CAP = 300
+#: the probe's default minibatch: at least this many cached embeddings (no backbone runs, so a
+#: large batch costs nothing and the probe converges in fewer, cheaper steps)
+PROBE_MIN_BATCH = 256
+
+
+#: the status of a unit another live process is training
+_HELD = "running in"
 
 
 @dataclass(frozen=True)
@@ -60,9 +70,13 @@ class _Runner:
             "finetune_epochs": cfg.finetune_epochs or profile.finetune_epochs,
             "batch_size": cfg.batch_size or profile.batch_size,
             "lr": cfg.lr or profile.lr, "weight_decay": cfg.weight_decay,
-            "probe_epochs": cfg.probe_epochs or cfg.epochs or profile.epochs,
+            "probe_epochs": cfg.probe_epochs or cfg.epochs
+            or (PROBE_EPOCH_CAP if cfg.probe_patience else profile.epochs),
+            "probe_patience": cfg.probe_patience, "probe_select": cfg.probe_select,
+            "probe_init_bias": cfg.probe_init_bias,
             "probe_lr": cfg.probe_lr or cfg.lr or profile.lr,
-            "probe_batch_size": cfg.probe_batch_size or cfg.batch_size or profile.batch_size,
+            "probe_batch_size": cfg.probe_batch_size
+            or max(cfg.batch_size or profile.batch_size, PROBE_MIN_BATCH),
             "probe_weight_decay": cfg.probe_weight_decay, "probe_pos_weight": cfg.probe_pos_weight,
             "pretrained": self.pretrained, "precision": self.precision,
             "bootstrap": self.n_boot, "bootstrap_unit": cfg.bootstrap_unit,
@@ -116,6 +130,39 @@ class _Runner:
             f"(differences: {'; '.join(diffs[:4]) or 'unknown'}). Write this study to another "
             f"--out folder, delete that unit folder, or pass --overwrite (overwrite=True) to "
             "recompute.")
+
+    def snapshot(self, grid: Sequence[Unit]) -> dict:
+        """What every process writing into this folder must agree on (``study.json``)."""
+        return {"kind": "cxrlab-study-snapshot", "name": self.cfg.name,
+                "config": self.cfg.as_dict(), "profile": self.profile.name,
+                "settings": self.settings, "data": self.data.fingerprint(),
+                "unit_version": UNIT_VERSION, "grid": [u.name for u in grid]}
+
+    def run_claimed(self, unit: Unit, say: bool = True) -> tuple[str, float]:
+        """Run ``unit`` unless it is complete or claimed by another live process (see
+        :mod:`cxrlab.study.shards`); ``(status, seconds)``, printed unless ``say=False``."""
+        from cxrlab.study.shards import describe, heartbeat, release, try_claim
+
+        said = self._said if say else (lambda u, st, secs: (st, secs))
+        if self.is_complete(unit):
+            return said(unit, "complete (skipped)", 0.0)
+        lock = self.out / "units" / f"{unit.name}.lock"
+        ok, holder = try_claim(lock)
+        if not ok:
+            return said(unit, f"{_HELD} {describe(holder)}", 0.0)
+        try:
+            with heartbeat(lock):
+                if self.is_complete(unit):  # finished by another process meanwhile
+                    return said(unit, "complete (other process)", 0.0)
+                info = self.run_unit(unit)
+        finally:
+            release(lock)
+        return said(unit, "computed", info["seconds"])
+
+    def _said(self, unit: Unit, status: str, secs: float) -> tuple[str, float]:
+        if self.verbose and _is_writer():
+            print(f"{unit.name:<40} {status:<20} {secs:6.1f} s")
+        return status, secs
 
     # ------------------------------------------------------------------ models
     def backbone(self, unit: Unit):
@@ -172,7 +219,9 @@ class _Runner:
             emb["train"], torch.from_numpy(self.data.labels("train")), emb["val"],
             torch.from_numpy(self.data.labels("val")), epochs=st["probe_epochs"],
             lr=st["probe_lr"], weight_decay=st["probe_weight_decay"],
-            batch_size=st["probe_batch_size"], seed=unit.seed, pos_weight=st["probe_pos_weight"])
+            batch_size=st["probe_batch_size"], seed=unit.seed, pos_weight=st["probe_pos_weight"],
+            init_bias=st["probe_init_bias"], select=st["probe_select"],
+            patience=st["probe_patience"])
         scores = {name: predict_proba(probe, e) for name, e in emb.items() if name != "train"}
         info = {"probe_best_epoch": probe.best_epoch, "probe_history": probe.history}
         return scores, info
@@ -254,6 +303,8 @@ class _Runner:
         return info
 
     def _write_unit(self, unit, rows, per_label, thr_table, scores, labels, info) -> None:
+        if not _is_writer():
+            return
         udir = self.unit_dir(unit)
         udir.mkdir(parents=True, exist_ok=True)
         arrays = {"label_names": np.array(self.data.train_labels)}
@@ -308,14 +359,22 @@ def _resolve_profile(profile):
 def run_probe_study(config, out, profile=None, seeds: Sequence[int] | None = None, *,
                     methods: Sequence[str] | None = None, backbones: Sequence[str] | None = None,
                     caches: Mapping | None = None, overwrite: bool = False,
-                    verbose: bool = True) -> StudyResult:
-    """Run (or resume) every unit of a study and write its tables; no figures.
+                    verbose: bool = True, shard=None, figures: bool = False,
+                    readme: bool = False) -> StudyResult:
+    """Run (or resume) the units of a study and write its tables (and, asked for, its figures
+    and ``README.md``).
 
     ``config``: YAML path, mapping or :class:`StudyConfig`; ``profile``: name or Profile
     (default: ``$CXRLAB_PROFILE``); ``seeds``, ``methods``, ``backbones`` override the config;
-    ``caches``: member/cache name -> folder or open Cache. Writes ``out/results.csv``,
-    ``out/per_label.csv``, ``out/metrics.json``, ``out/units/...``, ``out/checkpoints/...``.
+    ``caches``: member/cache name -> folder or open Cache; ``shard``: ``"I/N"`` or a
+    :class:`~cxrlab.study.shards.Shard`: run only that share of the grid (see
+    :mod:`cxrlab.study.shards` for how several processes share one folder). Writes
+    ``out/results.csv``, ``out/per_label.csv``, ``out/metrics.json`` (with the units still
+    missing, if any), ``out/study.json``, ``out/units/...``, ``out/checkpoints/...``.
     """
+    from cxrlab.study.shards import Shard, check_snapshot, exclusive, parse_shard
+
+    shard = shard if isinstance(shard, Shard) else parse_shard(shard)
     cfg = load_study_config(config)
     if methods is not None:
         cfg = dataclasses.replace(cfg, methods=tuple(methods))
@@ -325,28 +384,78 @@ def run_probe_study(config, out, profile=None, seeds: Sequence[int] | None = Non
         cfg = dataclasses.replace(cfg, seeds=tuple(int(s) for s in seeds))
     _check_config(cfg, "study config")
     prof = _resolve_profile(profile)
+    check_backbones(cfg.backbones or prof.backbones, f"profile {prof.name!r}")
     out = Path(out).expanduser()
     grid = [Unit(a.name, b, s) for a in cfg.arms()
             for b in (cfg.backbones or prof.backbones) for s in (cfg.seeds or prof.seeds)]
     check_not_fewer(out, [u.name for u in grid], cfg.name, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_study_data(cfg, prof, caches=caches, verbose=verbose)
+    with exclusive(out / ".data.lock", "loading the study's data"):  # one writer of a new cache
+        data = load_study_data(cfg, prof, caches=caches, verbose=verbose)
     runner = _Runner(cfg, prof, data, out, overwrite, verbose)
+    check_snapshot(out, runner.snapshot(grid), strict=not shard.whole and not overwrite)
+    status = {}
+    mine = shard.select(grid)
+    if verbose and not shard.whole:
+        print(f"shard {shard.label}: {len(mine)} of the study's {len(grid)} units")
+    for unit in mine:
+        status[unit.name] = runner.run_claimed(unit)
+    _wait_for_held(runner, mine, status, verbose)
+    with exclusive(out / ".study.lock", "writing the study's tables"):
+        res = _gather(cfg, prof, data, runner, grid, status)
+        if len(res.results):
+            if _is_writer():
+                _write_tables(res, runner)
+                if figures:
+                    res.figures = write_study_figures(res)
+                if readme:
+                    atomic_write_text(res.out / "README.md", study_markdown(res))
+    return res
+
+
+def _wait_for_held(runner: "_Runner", units, status: dict, verbose: bool) -> None:
+    """Units of this share that another process held: wait until each is stored, or take it
+    over when its lock turns stale (see :mod:`cxrlab.study.shards`)."""
+    import time
+
+    from cxrlab.study.shards import poll_s
+
+    held = [u for u in units if status[u.name][0].startswith(_HELD)]
+    if held and verbose and _is_writer():
+        print(f"waiting for {len(held)} unit(s) held by other processes (until stored, or "
+              "taken over when their lock turns stale)")
+    while held:
+        time.sleep(poll_s())
+        left = []
+        for u in held:
+            st = runner.run_claimed(u, say=False)
+            if st[0].startswith(_HELD):
+                left.append(u)
+            else:
+                status[u.name] = runner._said(u, st[0], st[1])
+        held = left
+
+
+def _is_writer() -> bool:
+    """Under ``torchrun`` every rank runs the same units; only rank 0 writes files."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _gather(cfg, prof, data, runner: "_Runner", grid, status: dict) -> StudyResult:
+    """The study as far as it is stored: every complete unit of the grid, in grid order."""
     from cxrlab.models import display_name
 
-    unit_rows, long_rows, per_label = [], [], []
+    unit_rows, long_rows, per_label, missing = [], [], [], []
     for unit in grid:
-        done = runner.is_complete(unit)
-        if done:
-            status, secs = "complete (skipped)", 0.0
-        else:
-            info = runner.run_unit(unit)
-            status, secs = "computed", info["seconds"]
+        if not runner.is_complete(unit):
+            missing.append(unit.name)
+            continue
         rec = json.loads((runner.unit_dir(unit) / "metrics.json").read_text())
-        if verbose:
-            print(f"{unit.name:<40} {status:<20} {secs:6.1f} s")
+        st, secs = status.get(unit.name, ("complete (other process)", 0.0))
         unit_rows.append({"unit": unit.name, "method": unit.method, "backbone": unit.backbone,
-                          "seed": unit.seed, "status": status, "seconds": secs,
+                          "seed": unit.seed, "status": st, "seconds": secs,
                           "seconds_computed": rec["info"].get("seconds"),
                           "weights": rec["info"].get("weights_id")})
         arm = runner.arms[unit.method]
@@ -358,15 +467,14 @@ def run_probe_study(config, out, profile=None, seeds: Sequence[int] | None = Non
         per_label.append(pd.read_csv(runner.unit_dir(unit) / "per_label.csv"))
     results = pd.DataFrame(long_rows, columns=list(RESULT_COLUMNS))
     results.attrs["synthetic"] = data.synthetic
-    per_label_df = pd.concat(per_label, ignore_index=True)
+    per_label_df = pd.concat(per_label, ignore_index=True) if per_label else pd.DataFrame()
     per_label_df.attrs["synthetic"] = data.synthetic
-    res = StudyResult(name=cfg.name, out=out, config=cfg.as_dict(), profile=prof.name,
-                      synthetic=data.synthetic, results=results, per_label=per_label_df,
-                      units=pd.DataFrame(unit_rows), data=data.describe(),
-                      source_undefined=source_undefined_labels(data),
-                      protocol=data.protocol.describe())
-    _write_tables(res, runner)
-    return res
+    return StudyResult(name=cfg.name, out=runner.out, config=cfg.as_dict(), profile=prof.name,
+                       synthetic=data.synthetic, results=results, per_label=per_label_df,
+                       units=pd.DataFrame(unit_rows), data=data.describe(),
+                       source_undefined=source_undefined_labels(data),
+                       protocol=data.protocol.describe(), grid=[u.name for u in grid],
+                       missing=missing)
 
 
 def _write_tables(res: StudyResult, runner: _Runner) -> None:
@@ -382,22 +490,25 @@ def _write_tables(res: StudyResult, runner: _Runner) -> None:
         "source_undefined_labels": res.source_undefined,
         "units": res.units.to_dict(orient="records"), "data": res.data.to_dict(orient="records"),
         "summary": summary.to_dict(orient="records"),
+        "grid": res.grid, "missing_units": res.missing,
     })
 
 
 def run_study(config, out, profile=None, seeds: Sequence[int] | None = None, *,
               overwrite: bool = False, verbose: bool = True, figures: bool = True,
               **kwargs) -> StudyResult:
-    """``cxrlab run CONFIG --out DIR``: :func:`run_probe_study`, then figures (PNG) and a
-    ``README.md`` report in ``out``. Re-running skips finished units."""
+    """``cxrlab run CONFIG --out DIR [--shard I/N]``: :func:`run_probe_study`, then figures
+    (PNG) and a ``README.md`` report in ``out``. Re-running skips finished units."""
     res = run_probe_study(config, out, profile, seeds, overwrite=overwrite, verbose=verbose,
-                          **kwargs)
-    if figures:
-        res.figures = write_study_figures(res)
-    atomic_write_text(res.out / "README.md", study_markdown(res))
-    if verbose:
-        done = int((res.units["status"] == "computed").sum())
-        print(f"study {res.name} ({res.tag}): {len(res.units)} units, {done} computed, "
-              f"{len(res.units) - done} already complete; tables, figures and README.md in "
-              f"{res.out.name}/")
+                          figures=figures, readme=True, **kwargs)
+    if verbose and _is_writer():
+        st = res.units["status"] if len(res.units) else pd.Series(dtype=str)
+        done = int((st == "computed").sum())
+        left = f"; {len(res.missing)} still missing (other shards or processes)" \
+            if res.missing else ""
+        where = (f"tables, figures and README.md in {res.out.name}/" if len(res.results) else
+                 "no unit is finished yet, so no tables were written; the process that "
+                 "finishes one writes them")
+        print(f"study {res.name} ({res.tag}): {len(res.grid)} units, {done} computed here, "
+              f"{len(res.units) - done} already complete{left}; {where}")
     return res

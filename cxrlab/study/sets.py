@@ -131,6 +131,37 @@ class StudyData:
         out["train_labels"] = list(self.train_labels)
         return out
 
+    def positives(self, labels: Sequence[str] | None = None, flag_below: int = 10) -> pd.DataFrame:
+        """Positives per label (rows) in every set (columns), counted among labelled images; a
+        label the set does not define shows as ``<NA>``. ``attrs["few"]`` lists the (label, set)
+        pairs with fewer than ``flag_below`` positives: their AUC, F1 and tuned thresholds rest
+        on a handful of images. :meth:`positives_styled` marks them for display."""
+        names = list(self.train_labels) if labels is None else list(labels)
+        unknown = [lab for lab in names if lab not in self.train_labels]
+        if unknown:
+            from cxrlab.errors import UnknownNameError
+            raise UnknownNameError(f"labels {unknown} are not among this study's labels "
+                                   f"{list(self.train_labels)}")
+        idx = [list(self.train_labels).index(lab) for lab in names]
+        table = {}
+        for name in self.sets:
+            y = self.labels(name)[:, idx]
+            defined = (~np.isnan(y)).any(0)
+            table[name] = pd.array([int(np.nansum(y[:, j])) if defined[j] else pd.NA
+                                    for j in range(len(idx))], dtype="Int64")
+        df = pd.DataFrame(table, index=pd.Index(names, name="label"))
+        df.attrs["flag_below"] = int(flag_below)
+        df.attrs["few"] = [(lab, col) for col in df.columns for lab in names
+                           if not pd.isna(df.at[lab, col]) and df.at[lab, col] < flag_below]
+        return df
+
+    def positives_styled(self, labels: Sequence[str] | None = None, flag_below: int = 10):
+        """:meth:`positives` as text, a count under ``flag_below`` marked ``"7 (<10)"``."""
+        df = self.positives(labels, flag_below)
+        return df.astype(object).apply(lambda col: [
+            "n/a" if pd.isna(v) else (f"{v} (<{flag_below})" if v < flag_below else str(v))
+            for v in col])
+
     def describe(self) -> pd.DataFrame:
         """One row per set: role, images, patients, and how many labels it defines."""
         rows = []
@@ -157,6 +188,7 @@ def load_study_data(cfg: StudyConfig, profile, caches: Mapping | None = None,
             dataclasses.replace(t, split=cfg.target_split) for t in proto.targets))
     overrides = dict(cfg.caches)
     overrides.update(caches or {})
+    _check_cache_names(overrides, proto)
     synth_keys = {m.cache for m in proto.members if m.dataset == "synthetic"}
     for key in synth_keys:
         if key not in overrides and not any(m.name in overrides for m in proto.members
@@ -178,6 +210,20 @@ def load_study_data(cfg: StudyConfig, profile, caches: Mapping | None = None,
                          f"every one of {train_labels} missing, so nothing can be learnt; mask "
                          "fewer labels or evaluate another label space")
     return data
+
+
+def _check_cache_names(overrides: Mapping, proto) -> None:
+    """A ``caches:`` key must name one of the protocol's caches or members (a typo would
+    silently train on the default cache)."""
+    known = list(dict.fromkeys([m.cache for m in proto.members] + [m.name for m in proto.members]))
+    unknown = [k for k in overrides if k not in known]
+    if unknown:
+        import difflib
+
+        hints = [f"{u!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(
+            str(u), known, n=1)) else "") for u in unknown]
+        raise StudyError(f"caches: unknown name(s) {', '.join(hints)}; protocol "
+                         f"{proto.name!r} reads the caches / members {known}")
 
 
 def source_undefined_labels(data: StudyData) -> list[str]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from cxrlab import metrics as M
-from cxrlab.errors import MissingInputError, UnknownNameError
+from cxrlab.errors import MissingInputError, UnknownNameError, UsageError
 from cxrlab.study.config import THRESHOLDS
 
 # Method and backbone names shown in tables come from their registries (the arm's ``display``,
@@ -53,6 +54,112 @@ def summarise(results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     df.attrs["synthetic"] = bool(results.attrs.get("synthetic", df["synthetic"].any()
                                                    if len(df) else False))
     return df
+
+
+def metric_table(summary: pd.DataFrame, metric: str = "auc_macro", label_space: str = "shared7",
+                 threshold: str = "tuned_source_val", interval: bool = False,
+                 percent: bool = True) -> pd.DataFrame:
+    """One row per (setting, model), one column per evaluation set (the source's test split
+    first): ``metric`` from :func:`summarise`, in % by default; ``interval=True`` writes each
+    cell as ``"91.2 [89.4, 93.0]"``. ``attrs["synthetic"]`` is carried over."""
+    sel = summary[(summary["metric"] == metric) & (summary["label_space"] == label_space)
+                  & (summary["threshold"] == threshold)]
+    if sel.empty:
+        raise UnknownNameError(f"no {metric!r} results for label space {label_space!r} and "
+                               f"threshold {threshold!r}; have metrics "
+                               f"{sorted(summary['metric'].unique())}")
+    k = 100.0 if percent else 1.0
+    doms = list(dict.fromkeys(sel.sort_values("role", key=lambda r: r != "in-domain")["domain"]))
+    rows = {}
+    for (setting, model), g in sel.groupby(["setting", "model"], sort=False):
+        g = g.set_index("domain")
+        rows[(setting, model)] = {
+            d: (f"{k * g.at[d, 'value']:.1f} [{k * g.at[d, 'ci_lo']:.1f}, {k * g.at[d, 'ci_hi']:.1f}]"
+                if interval else round(k * float(g.at[d, "value"]), 1)) if d in g.index else None
+            for d in doms}
+    out = pd.DataFrame.from_dict(rows, orient="index")[doms]
+    out.index = pd.MultiIndex.from_tuples(out.index, names=["setting", "model"])
+    if out.index.get_level_values(0).nunique() == 1:
+        out = out.droplevel(0)
+    out.attrs["synthetic"] = bool(summary.attrs.get("synthetic", False))
+    return out
+
+
+def variant_gain(summaries: Mapping[str, pd.DataFrame], metric: str = "auc_macro",
+                 label_space: str = "shared7", threshold: str = "tuned_source_val",
+                 domains: Sequence[str] | None = None) -> pd.DataFrame:
+    """Two runs of the same study that differ in one thing (e.g. ``{"stand-in": pretrained,
+    "random init": random}``), side by side: per model and evaluation set, each variant's
+    ``metric`` in % and ``gain`` = first minus second, in % points."""
+    if len(summaries) != 2:
+        raise UsageError(f"variant_gain compares two variants, got {list(summaries)}")
+    (a, sa), (b, sb) = summaries.items()
+    ta, tb = (metric_table(x, metric, label_space, threshold) for x in (sa, sb))
+    doms = list(domains) if domains is not None else list(ta.columns)
+    missing = [d for d in doms if d not in ta.columns or d not in tb.columns]
+    if missing:
+        raise UnknownNameError(f"evaluation sets {missing} are not in both runs; have "
+                               f"{list(ta.columns)}")
+    cols = {}
+    for d in doms:
+        cols[(d, a)] = ta[d]
+        cols[(d, b)] = tb[d]
+        cols[(d, "gain")] = (ta[d] - tb[d]).round(1)
+    out = pd.DataFrame(cols)
+    out.attrs.update(variants=(a, b), metric=metric,
+                     synthetic=bool(sa.attrs.get("synthetic", False)))
+    return out
+
+
+def drop_table(summary: pd.DataFrame, metric: str = "auc_macro", label_space: str = "shared7",
+               threshold: str = "tuned_source_val", level: float = 0.95) -> pd.DataFrame:
+    """In-domain minus out-of-domain, per (setting, model, target), in % points, with an
+    interval: ``drop``, ``drop_lo``, ``drop_hi`` and ``beyond_interval`` (the interval lies
+    above 0: the model loses more than the sampling noise of the two test sets explains).
+
+    The source's test patients and a target's are independent samples, so the variance of the
+    difference is the sum of the two variances; each is read from its own interval (half-width
+    / z, a normal reading of the bootstrap or seed interval). Rows for the mean over targets
+    (``TARGETS_MEAN``) use the mean of the targets' values and of their variances / n."""
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + level / 2))
+    sel = summary[(summary["metric"] == metric) & (summary["label_space"] == label_space)
+                  & (summary["threshold"] == threshold)]
+    if sel.empty:
+        raise UnknownNameError(f"no {metric!r} results for label space {label_space!r} and "
+                               f"threshold {threshold!r}")
+    out = []
+    for (setting, model), g in sel.groupby(["setting", "model"], sort=False):
+        src = g[g["role"] == "in-domain"]
+        if src.empty:
+            continue
+        s = src.iloc[0]
+        s_var = ((s["ci_hi"] - s["ci_lo"]) / (2 * z)) ** 2
+        tg = g[g["role"] == "out-of-domain"]
+        vals, vars_ = [], []
+        for t in tg.itertuples():
+            t_var = ((t.ci_hi - t.ci_lo) / (2 * z)) ** 2
+            vals.append(t.value)
+            vars_.append(t_var)
+            out.append(_drop_row(setting, model, t.domain, s["value"], t.value, s_var + t_var, z))
+        if len(vals) > 1:
+            mean_var = float(np.sum(vars_)) / len(vars_) ** 2
+            out.append(_drop_row(setting, model, TARGETS_MEAN, s["value"], float(np.mean(vals)),
+                                 s_var + mean_var, z))
+    df = pd.DataFrame(out)
+    df.attrs.update(metric=metric, label_space=label_space, threshold=threshold,
+                    synthetic=bool(summary.attrs.get("synthetic", False)))
+    return df
+
+
+def _drop_row(setting, model, target, source_value, target_value, var, z) -> dict:
+    drop = 100 * (source_value - target_value)
+    half = 100 * z * float(np.sqrt(var))
+    return {"setting": setting, "model": model, "target": target,
+            "source": round(100 * source_value, 1), "value": round(100 * target_value, 1),
+            "drop": drop, "drop_lo": drop - half, "drop_hi": drop + half,
+            "beyond_interval": bool(drop - half > 0)}
 
 
 def _model_order(backbones) -> list[str]:
@@ -151,10 +258,10 @@ def published_seed000_table() -> pd.DataFrame:
     ]
     return _published(
         rows, ["setting", "model", "F1 micro", "F1 macro", "AUC macro", "mAP"],
-        caption="published (seed 000 slides, MIMIC→NIH, 14 labels, threshold 0.5 presumably, "
+        caption="published (student project slides, MIMIC→NIH, 14 labels, threshold 0.5 presumably, "
                 "no CIs)",
         citation="Bansal, Hong, Kang, Kim: 'Robust Domain-Generalizable AI for Chest X-Ray "
-                 "Disease Classification', CSCI 461 course project slides (seed 000)")
+                 "Disease Classification', CSCI 461 student project slides")
 
 
 def published_cohen2020_table() -> pd.DataFrame:
