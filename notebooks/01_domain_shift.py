@@ -98,6 +98,8 @@ for what, ours, theirs, why in [
         ("seeds", len(SEEDS), len(p.seeds), "intervals need at least three training seeds")]:
     note = "as the profile" if ours == theirs else f"profile says {theirs}; {why}"
     print(f"  {what:>20}: {ours}  ({note})")
+print(f"  {'data':>20}: the synthetic hospitals under every profile (profile data: {p.data}); "
+      "real metadata in section 2")
 print(f"  {'data folder':>20}: {short_path(DATA_DIR)}")
 if DEVICE == "cpu":
     print(f"  {'torch threads':>20}: 1 (small models; threads on a shared CPU slow each other down)")
@@ -584,8 +586,8 @@ targets = [d for d in sc.domains if d != "source"]
 claim("on average over the seeds, pneumothorax AUC is lower with the shortcut at every target",
       all(diff[d].value < 0 for d in targets), **{d: diff[d] for d in targets})
 clear = [d for d in targets if diff[d].below(0)]
-claim("the fall is beyond its interval at target_nih and target_old, not at target_lowres",
-      clear == ["target_nih", "target_old"], **{d: diff[d] for d in targets});
+claim("at two or more of the three targets the fall is beyond its interval",
+      len(clear) >= 2, beyond=", ".join(clear), **{d: diff[d] for d in targets});
 
 # %% [markdown]
 # **Why the gap grows: shortcut learning.** A drain is far easier to see than a thin, dark
@@ -594,9 +596,8 @@ claim("the fall is beyond its interval at target_nih and target_old, not at targ
 # 2020). The source test split has the same drains, so the **source AUC does not fall**: here it
 # moves by less than its interval, so validation at the source cannot reveal the shortcut. At the
 # targets the drain says nothing: pneumothorax AUC is lower at every target on average, and at
-# `target_nih` and `target_old` the fall is larger than its interval (at `target_lowres` the
-# interval still covers zero). The mean drop from source to targets grows by more than its
-# interval. Oakden-Rayner et al. (ACM CHIL 2020)
+# two or more of the three targets the fall is larger than its interval (the claim above names
+# them). The mean drop from source to targets grows by more than its interval. Oakden-Rayner et al. (ACM CHIL 2020)
 # found this very pattern in real pneumothorax models: much of their performance came from images
 # with chest drains, i.e. from already treated patients.
 #
