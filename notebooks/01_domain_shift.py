@@ -34,8 +34,8 @@
 # 5. measure the **source-to-target AUC gap** over several seeds *with intervals*, and show how
 #    a **shortcut** makes it grow while the source validation score does not warn you.
 #
-# **Time** (run all cells): `ci` about 2 minutes on a 2-core CPU (measured: 1 min 48 s while
-# other jobs shared the machine; the stored outputs come from it); `cpu` about 5 minutes
+# **Time** (run all cells): `ci` about 2 minutes on a 2-core CPU (measured: 1 min 15 s to
+# 1 min 50 s while other jobs shared the machine; the stored outputs come from it); `cpu` about 5 minutes
 # (estimate: 96-px images, 8 epochs); `gpu` about 5 minutes on one GPU (estimate: 224-px images;
 # this notebook always uses the synthetic hospitals, at most 4,000 images each).
 

@@ -83,6 +83,7 @@ def test_gap_over_seeds_table_drops_and_paired_runs(fake_hospitals):
     tab = g.table("a")
     assert set(tab["label"]) == {"Effusion", "Cardiomegaly", "macro"}
     assert (tab["lo"] <= tab["auc"]).all() and (tab["auc"] <= tab["hi"]).all()
+    assert (tab["lo"] >= 0).all() and (tab["hi"] <= 1).all()  # an AUC's interval stays in [0, 1]
     # source scored on its test split, targets on every image
     n = tab.drop_duplicates("domain").set_index("domain")["n"]
     assert n["alpha"] == len(cache.select("test", "alpha"))
