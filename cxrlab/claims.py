@@ -17,8 +17,11 @@ claims into a "What we saw" table with :func:`claims_table`.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from cxrlab.errors import CxrlabError
 
@@ -80,11 +83,12 @@ class Claim:
 def _fmt(v: Any) -> str:
     if isinstance(v, Interval):
         return str(v)
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, numbers.Integral):
+        return f"{int(v):,}"
+    if isinstance(v, numbers.Real):  # float and NumPy scalars (float32 from image statistics)
+        v = float(v)
         if math.isnan(v):
             return "nan"
         return f"{v:.3f}" if abs(v) < 100 else f"{v:,.1f}"

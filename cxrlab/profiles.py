@@ -208,3 +208,25 @@ def resolve_device(device: str = "auto") -> str:
         raise RunError(f"device {device!r} requested but CUDA is not available; use device='cpu' "
                            "or run on a GPU machine")
     return device
+
+
+#: the fields a learner compares across profiles (notebook 00's table)
+TABLE_FIELDS = ("data", "image_size", "n_per_hospital", "backbones", "pretrained", "epochs",
+                "finetune_epochs", "batch_size", "seeds", "bootstrap", "precision")
+
+
+def profile_table(names=PROFILE_NAMES, fields_: tuple[str, ...] = TABLE_FIELDS):
+    """The profiles side by side, read from :func:`get_profile` (so any ``CXRLAB_<FIELD>``
+    override in the environment shows): a DataFrame with one row per field, one column per
+    profile. Tuples print as comma-separated text."""
+    import pandas as pd
+
+    unknown = sorted(set(fields_) - {f.name for f in fields(Profile)})
+    if unknown:
+        raise UnknownNameError(f"unknown profile field(s) {unknown}; fields are "
+                               f"{sorted(f.name for f in fields(Profile))}")
+
+    def show(v):
+        return ", ".join(map(str, v)) if isinstance(v, tuple) else v
+
+    return pd.DataFrame({n: {f: show(getattr(get_profile(n), f)) for f in fields_} for n in names})

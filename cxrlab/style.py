@@ -33,6 +33,10 @@ MODEL_COLORS = {
     "vit_base_patch16_224": "#1b9e77", "tiny_vit": "#1b9e77",
 }
 
+#: two runs of one model compared side by side (e.g. "shortcut off" / "shortcut on"): a neutral
+#: light / dark pair, so that the hospital and model colours keep their meaning
+RUN_SHADES = ["#b0b0b0", "#404040", "#7a7a7a", "#d9d9d9"]
+
 #: short label names for crowded axes
 SHORT = {"Atelectasis": "Atel", "Cardiomegaly": "Cardio", "Consolidation": "Consol",
          "Edema": "Edema", "Effusion": "Effus", "Emphysema": "Emphys", "Fibrosis": "Fibro",

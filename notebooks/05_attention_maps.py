@@ -40,6 +40,7 @@ if importlib.util.find_spec("cxrlab") is None:
 
 # %%
 # %matplotlib inline
+from cxrlab.claims import claim
 from pathlib import Path
 
 import numpy as np
@@ -316,26 +317,27 @@ fig = explorer.static_figure()
 explorer.widget()
 
 # %% [markdown]
-# ## Exercise
-# Does the answer depend on the CAM method? Compute the maps of section 4 again with
-# `method="hirescam"` (the element-wise product of gradient and activation, instead of
-# Grad-CAM's channel weights = the *mean* gradient), for the CNN and for the ViT. Before you
-# run it: for `tiny_cnn`, whose last feature map goes through global average pooling and a
-# linear head, what do you expect?
+# ## Exercises
+# The solution is in the hidden cell below the exercise (click to show it); CI runs it.
 #
-# ### Solution
-# With global average pooling, the gradient of the logit with respect to channel k is the same
-# at every position (head weight / number of positions), so its mean *is* the gradient:
-# HiResCAM and Grad-CAM give identical maps for the CNN. A ViT's token gradients differ from
-# patch to patch, so there the two methods differ.
+# ### Exercise 1 · Does the CAM method matter?
+# Compute the maps of section 4 again with `method="hirescam"` (the element-wise product of
+# gradient and activation, instead of Grad-CAM's channel weights = the *mean* gradient), for the
+# CNN and for the ViT. Before you run it: for `tiny_cnn`, whose last feature map goes through
+# global average pooling and a linear head, what do you expect?
 
-# %%
+# %% tags=["solution"] jupyter={"source_hidden": true}
 imgs6 = rs["images"][:6]
 t_ptx = LABELS.index("Pneumothorax")
 gap = {name: float(np.abs(cam_maps(m, imgs6, t_ptx) - cam_maps(m, imgs6, t_ptx, method="hirescam")).max())
        for name, m in {"tiny_cnn (shortcut)": erm_shortcut, "tiny_vit": models["tiny_vit"]}.items()}
-print({k: round(v, 4) for k, v in gap.items()})
-assert gap["tiny_cnn (shortcut)"] < 1e-4 and gap["tiny_vit"] > 0.05, gap
+claim("HiResCAM and Grad-CAM give the same maps for the CNN (global average pooling) and "
+      "different ones for the ViT", gap["tiny_cnn (shortcut)"] < 1e-4 and gap["tiny_vit"] > 0.05,
+      **gap)
+# With global average pooling, the gradient of the logit with respect to channel k is the same
+# at every position (head weight / number of positions), so its mean *is* the gradient:
+# HiResCAM and Grad-CAM give identical maps for the CNN. A ViT's token gradients differ from
+# patch to patch, so there the two methods differ.
 
 # %% [markdown]
 # ## What we saw

@@ -40,3 +40,13 @@ def test_claims_table_lists_what_was_checked():
     a = claim("one", True, quiet=True, x=1.0)
     t = claims_table([a])
     assert list(t.columns) == ["claim", "held", "numbers"] and t.iloc[0]["numbers"] == "x 1.000"
+
+
+def test_numpy_scalars_print_like_python_numbers(capsys):
+    import numpy as np
+
+    from cxrlab.claims import claim
+
+    claim("numpy numbers", True, a=np.float32(1.913744), b=np.int64(12000), c=np.bool_(True))
+    out = capsys.readouterr().out
+    assert "a 1.914" in out and "b 12,000" in out and "c True" in out

@@ -227,3 +227,17 @@ def test_one_colour_per_hospital_and_per_model_whatever_the_order():
     assert color_of("nih") == color_of("target_nih") and color_of("NIH") == color_of("nih")
     assert len({color_of(h) for h in ("source", "target_nih", "target_old", "target_lowres")}) == 4
     assert color_of("some new arm") == color_of("some new arm")  # stable for unknown names too
+
+
+def test_profile_table_reads_the_profiles_and_their_overrides(monkeypatch):
+    t = profiles.profile_table()
+    assert list(t.columns) == list(profiles.PROFILE_NAMES)
+    assert list(t.index) == list(profiles.TABLE_FIELDS)
+    for name in profiles.PROFILE_NAMES:
+        p = profiles.get_profile(name)
+        assert t.loc["epochs", name] == p.epochs and t.loc["image_size", name] == p.image_size
+        assert t.loc["seeds", name] == ", ".join(map(str, p.seeds))
+    monkeypatch.setenv("CXRLAB_EPOCHS", "7")
+    assert (profiles.profile_table().loc["epochs"] == 7).all()
+    with pytest.raises(KeyError, match="unknown profile field"):
+        profiles.profile_table(fields_=("epoch",))

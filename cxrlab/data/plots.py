@@ -10,7 +10,10 @@ import numpy as np
 import pandas as pd
 
 from cxrlab.labels import NIH14, lesion_mask_for
-from cxrlab.style import RED, SHORT, pyplot, synthetic_tag
+from cxrlab.style import RED, SHORT, color_of, pyplot, synthetic_tag
+
+#: the colour the galleries outline the shortcut (the chest drain) in
+SHORTCUT_COLOR = "yellow"
 
 
 def _positive_labels(cache, row: int, labels: Sequence[str]) -> list[str]:
@@ -31,13 +34,31 @@ def _gallery_rows(cache, per_domain: int, domains, seed: int, split) -> list[lis
     return grid
 
 
+def shortcut_outlines(cache, rows: Sequence[int]) -> np.ndarray | None:
+    """Where the shortcut (the chest drain) lies in each of ``rows``: bool [n, S, S], or None
+    when the cache has no shortcut (a real cache, or a synthetic one drawn without
+    ``shortcut=True``). The masks are redrawn from the generator's own drain geometry
+    (:func:`cxrlab.data.synthetic.writer.cache_shortcut_masks`), so they match the pixels."""
+    meta = getattr(cache, "meta", {}) or {}
+    if not (meta.get("synthetic") and meta.get("shortcut")):
+        return None
+    from cxrlab.data.synthetic.writer import cache_shortcut_masks
+
+    return cache_shortcut_masks(cache, np.asarray(rows, dtype=np.int64), dilate=1) > 0
+
+
 def plot_gallery(cache, rows: Sequence[int] | None = None, per_domain: int = 4, *,
                  domains: Sequence[str] | None = None, show_masks: bool = True,
                  labels: Sequence[str] = NIH14, seed: int = 0, split: str | None = None,
-                 ncols: int = 6, panel_size: float = 1.9):
+                 ncols: int = 6, panel_size: float = 1.9, show_shortcut: bool | None = None,
+                 title: str | None = None):
     """A grid of images: one row per domain (``per_domain`` images each, seeded sample), or the
     explicit cache ``rows``. With ``show_masks`` the lung mask is drawn as a cyan contour and the
     lesions as a red overlay. Each title: the domain and the positive labels among ``labels``.
+    Titles are written in the hospital's colour (:func:`cxrlab.style.color_of`).
+    ``show_shortcut`` (default: whenever the cache was drawn with the shortcut) outlines the chest
+    drain in yellow and adds "[drain]" to the title of the images that carry it. ``title``
+    replaces the figure's title (laid out with the panels, so the two never overlap).
     """
     plt = pyplot()
     if rows is not None:
@@ -55,6 +76,15 @@ def plot_gallery(cache, rows: Sequence[int] | None = None, per_domain: int = 4, 
     fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows + 0.5),
                              squeeze=False)
     lung_all, lesion_all = cache.lung_masks, cache.lesion_masks
+    drains = {}
+    if show_shortcut is not False:
+        flat_rows = [r for line in grid for r in line]
+        outl = shortcut_outlines(cache, flat_rows)
+        if outl is None and show_shortcut:
+            raise ValueError(f"{cache.path}: no shortcut to show (not a synthetic cache drawn with "
+                             "shortcut=True); use show_shortcut=False")
+        if outl is not None:
+            drains = {r: m for r, m in zip(flat_rows, outl) if m.any()}
     for i, line in enumerate(grid):
         for j in range(ncols):
             ax = axes[i, j]
@@ -73,13 +103,19 @@ def plot_gallery(cache, rows: Sequence[int] | None = None, per_domain: int = 4, 
                 lung = np.asarray(lung_all[r])
                 if lung.any() and not lung.all():
                     ax.contour(lung, levels=[0.5], colors="cyan", linewidths=0.8)
+            if r in drains:
+                ax.contour(drains[r], levels=[0.5], colors=SHORTCUT_COLOR, linewidths=1.0)
             pos = _positive_labels(cache, r, labels)
             text = ", ".join(SHORT.get(p, p) for p in pos) or "no finding"
+            if r in drains:
+                text += " [drain]"
             dom = str(cache.manifest["domain"].iloc[r])
-            ax.set_title(textwrap.fill(f"{dom}: {text}", 26), fontsize=7)
+            ax.set_title(textwrap.fill(f"{dom}: {text}", 26), fontsize=8, color=color_of(dom))
     what = "lung contour (cyan), lesions (red)" if show_masks else "images"
-    fig.suptitle(f"{synthetic_tag(cache)}{'hospitals' if cache.synthetic else 'images'} - "
-                 f"{what}", fontsize=10)
+    if drains:
+        what += ", chest drain = the shortcut (yellow)"
+    fig.suptitle(title or f"{synthetic_tag(cache)}{'hospitals' if cache.synthetic else 'images'}"
+                 f" - {what}", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlab.labels import ALL_LABELS, get_label_space
+from cxrlab.style import color_of
 
 AGE_QUANTILES = (0.25, 0.5, 0.75)
 
@@ -171,7 +172,8 @@ def plot_prevalence(summary: ManifestSummary, ax=None, title: str | None = None)
     y = np.arange(len(prev))
     for j, g in enumerate(groups):
         vals = prev[g].to_numpy(dtype=float)
-        ax.barh(y + (j - (len(groups) - 1) / 2) * h, np.nan_to_num(vals), height=h, label=g)
+        ax.barh(y + (j - (len(groups) - 1) / 2) * h, np.nan_to_num(vals), height=h, label=g,
+                color=color_of(g))
         for yi, v in zip(y, vals):
             if np.isnan(v):
                 ax.text(0.002, yi + (j - (len(groups) - 1) / 2) * h, "n/a", va="center",
@@ -198,11 +200,13 @@ def plot_demographics(manifest, by: str | None = "domain", bins: int = 20):
     for name, g in groups:
         age = pd.to_numeric(g.get("age", pd.Series(dtype=float)), errors="coerce").dropna()
         if len(age):
-            axes[0].hist(age, bins=edges, density=True, histtype="step", lw=2, label=name)
+            axes[0].hist(age, bins=edges, density=True, histtype="step", lw=2, label=name,
+                         color=color_of(name))
     axes[0].set(xlabel="age (years)", ylabel="density", title="Age")
     axes[0].legend(fontsize=8)
     if "pct_female" in demo.columns:
-        axes[1].bar(demo.index.astype(str), demo["pct_female"].fillna(0))
+        axes[1].bar(demo.index.astype(str), demo["pct_female"].fillna(0),
+                    color=[color_of(g) for g in demo.index.astype(str)])
     axes[1].set(ylabel="% female (known sex)", title="Sex", ylim=(0, 100))
     view_cols = [c for c in demo.columns if c.startswith("view_")]
     bottom = np.zeros(len(demo))

@@ -21,15 +21,18 @@ Everything here is small enough to run on a laptop CPU on the synthetic hospital
 One module per measurement: :mod:`~cxrlab.shift.images` (histograms, image statistics),
 :mod:`~cxrlab.shift.classifier` (train a registered backbone and method with the shared
 engine, and score its AUC), :mod:`~cxrlab.shift.gap` (train
-at the source, test everywhere), :mod:`~cxrlab.shift.domain` (the domain classifier) and
+at the source, test everywhere), :mod:`~cxrlab.shift.seeds` (the same over several seeds, with
+seed and patient-bootstrap intervals), :mod:`~cxrlab.shift.domain` (the domain classifier) and
 :mod:`~cxrlab.shift.summary` (one table per cache).
 """
 from cxrlab.shift.domain import DomainClassifierResult, domain_classifier
 from cxrlab.shift.gap import DEFAULT_GAP_LABELS, label_drop, source_target_gap
 from cxrlab.shift.images import image_statistics, intensity_histograms
 from cxrlab.shift.classifier import ImageClassifier, auc_per_label, evaluate_auc, train_small_cnn
+from cxrlab.shift.seeds import SeededGap, combined_interval, gap_over_seeds
 from cxrlab.shift.summary import shift_summary
 
 __all__ = ["DEFAULT_GAP_LABELS", "DomainClassifierResult", "ImageClassifier", "auc_per_label",
            "domain_classifier", "evaluate_auc", "image_statistics", "intensity_histograms",
-           "label_drop", "shift_summary", "source_target_gap", "train_small_cnn"]
+           "label_drop", "shift_summary", "source_target_gap", "train_small_cnn",
+           "SeededGap", "combined_interval", "gap_over_seeds"]

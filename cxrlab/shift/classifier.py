@@ -69,7 +69,8 @@ def _as_image_tensor(images) -> torch.Tensor:
 def train_classifier(images, targets: torch.Tensor, *, method: str, names: Sequence[str],
                      multilabel: bool, epochs: int, seed: int, lr: float, batch_size: int,
                      weight_decay: float, augment, backbone: str | None, device: str,
-                     val_fn: Callable | None, monitor: str | None) -> ImageClassifier:
+                     val_fn: Callable | None, monitor: str | None,
+                     pretrained: bool = False) -> ImageClassifier:
     """Build ``backbone`` and the registered ``method`` (both seeded), train them with
     :func:`cxrlab.engine.fit` (constant learning rate, checkpoints in a temporary folder) and
     keep the weights of the best epoch by ``monitor`` (the last epoch when there is no
@@ -86,11 +87,13 @@ def train_classifier(images, targets: torch.Tensor, *, method: str, names: Seque
     if epochs < 1:
         raise UsageError(f"epochs must be >= 1, got {epochs}")
     seed_everything(seed)
-    bb = create_backbone(backbone or DEFAULT_BACKBONE, pretrained=False, image_size=x.shape[-1],
-                         seed=seed)
+    bb = create_backbone(backbone or DEFAULT_BACKBONE, pretrained=bool(pretrained),
+                         image_size=x.shape[-1], seed=seed)
     hparams = {"augment": augment}
     if method == "bce_finetune":
-        hparams["backbone_lr_scale"] = 1.0  # trained from scratch: one learning rate for all
+        # one learning rate for all layers: from scratch there is nothing to protect, and the
+        # the small pretrained stand-ins are fine-tuned whole, as the studies fine-tune them
+        hparams["backbone_lr_scale"] = 1.0
     alg = create_algorithm(method, bb, num_labels=targets.shape[1], hparams=hparams, seed=seed)
     with tempfile.TemporaryDirectory(prefix="cxrlab-shift-") as tmp:
         res = fit(alg, {"image": x, "labels": targets}, epochs=epochs,
@@ -109,8 +112,11 @@ def train_small_cnn(images: torch.Tensor | np.ndarray, labels: torch.Tensor | np
                     epochs: int = 8, seed: int = 0, lr: float = 3e-3, batch_size: int = 32,
                     weight_decay: float = 1e-4, augment: str | bool = "none",
                     val: tuple | None = None, label_names: Sequence[str] | None = None,
-                    backbone: str | None = None, device: str = "cpu") -> ImageClassifier:
-    """Train a small CNN with a linear multi-label head, from scratch, with masked BCE.
+                    backbone: str | None = None, device: str = "cpu",
+                    pretrained: bool = False) -> ImageClassifier:
+    """Train a small CNN with a linear multi-label head with masked BCE, from scratch or (with
+    ``pretrained=True``) fine-tuned from the backbone's published weights (the course's
+    pretrained stand-ins for the tiny backbones).
 
     The registered ``"bce_finetune"`` method on the registered ``backbone`` (``None``: the
     ``"tiny_cnn"`` of :mod:`cxrlab.models`), trained by :func:`cxrlab.engine.fit`.
@@ -126,7 +132,8 @@ def train_small_cnn(images: torch.Tensor | np.ndarray, labels: torch.Tensor | np
         "strong"; ``True`` = "default", ``False`` = "none"). Off by default: its brightness,
         contrast, gamma, noise and blur jitter would train away part of the very image shift
         these measurements are about.
-    backbone: a :func:`cxrlab.models.list_backbones` name, random init (``None``: ``"tiny_cnn"``).
+    backbone: a :func:`cxrlab.models.list_backbones` name (``None``: ``"tiny_cnn"``).
+    pretrained: start from the backbone's published weights instead of random init.
 
     Returns the trained :class:`ImageClassifier`; ``model.history`` holds the per-epoch training
     loss and ``val_auc_macro``, ``model.best_epoch`` the epoch kept.
@@ -148,7 +155,8 @@ def train_small_cnn(images: torch.Tensor | np.ndarray, labels: torch.Tensor | np
                             epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
                             weight_decay=weight_decay, augment=augment, backbone=backbone,
                             device=device, val_fn=val_fn,
-                            monitor="auc_macro" if val_fn is not None else None)
+                            monitor="auc_macro" if val_fn is not None else None,
+                            pretrained=pretrained)
 
 
 # --------------------------------------------------------------------------------------------

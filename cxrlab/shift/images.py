@@ -162,3 +162,58 @@ def image_statistics(cache: Cache, rows: Sequence[int] | None = None,
     out = pd.concat([head, body.reset_index(drop=True)], axis=1)
     out.attrs["synthetic"] = cache.synthetic
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# removing the grey-level shift
+# --------------------------------------------------------------------------------------------
+
+def reference_quantiles(images: np.ndarray, masks: np.ndarray | None = None,
+                        n_quantiles: int = 257) -> np.ndarray:
+    """The pooled grey-level distribution of ``images`` (inside ``masks`` when given) as
+    ``n_quantiles`` quantiles: the reference :func:`match_histograms` maps other images onto."""
+    px = np.asarray(images)
+    px = px[np.asarray(masks, dtype=bool)] if masks is not None else px.ravel()
+    if px.size == 0:
+        raise ValueError("no pixels to build a reference from (empty images or masks)")
+    return np.quantile(px.astype(np.float64), np.linspace(0, 1, n_quantiles))
+
+
+def match_histograms(images: np.ndarray, reference: np.ndarray,
+                     masks: np.ndarray | None = None, fill: float | None = None) -> np.ndarray:
+    """Map each image's grey levels onto ``reference`` (from :func:`reference_quantiles`) by
+    quantile matching: a pixel at the q-th quantile of its own image gets the reference's q-th
+    quantile. The contrast curve, exposure and window of a hospital are gone afterwards; noise,
+    blur, resolution and shapes are not (the mapping is monotone per image).
+
+    images : uint8 [n, S, S]. masks : optional [n, S, S]; then only the pixels inside are
+    matched (their own distribution) and those outside are set to ``fill`` (default: the
+    reference median), which removes borders, markers and text as well.
+    Returns uint8 [n, S, S].
+    """
+    img = np.asarray(images)
+    if img.ndim != 3 or img.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 [n, S, S], got {img.dtype} {img.shape}")
+    ref = np.asarray(reference, dtype=np.float64)
+    if ref.ndim != 1 or ref.size < 2 or np.any(np.diff(ref) < 0):
+        raise ValueError("reference must be sorted quantiles (use reference_quantiles)")
+    if masks is not None:
+        masks = np.asarray(masks, dtype=bool)
+        if masks.shape != img.shape:
+            raise ValueError(f"masks {masks.shape} and images {img.shape} differ in shape")
+    fill = float(np.median(ref) if fill is None else fill)
+    n = len(img)
+    if n == 0:
+        return img.copy()
+    inside = masks if masks is not None else np.ones(img.shape, bool)
+    # one 256-bin histogram per image, all at once (image k's grey level v -> bin 256 k + v)
+    code = img.astype(np.int64) + 256 * np.arange(n)[:, None, None]
+    counts = np.bincount(code[inside], minlength=256 * n).reshape(n, 256).astype(np.float64)
+    total = counts.sum(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # the quantile at the middle of each grey level's run of pixels
+        mid = (np.cumsum(counts, 1) - counts / 2) / total
+    lut = np.interp(np.nan_to_num(mid, nan=0.5).ravel(), np.linspace(0, 1, ref.size), ref)
+    lut = np.clip(np.round(lut), 0, 255).astype(np.uint8).reshape(n, 256)
+    out = lut[np.arange(n)[:, None, None], img]
+    return np.where(inside, out, np.uint8(round(fill))).astype(np.uint8)

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from cxrlab.style import PALETTE, SHORT, colors, pyplot, synthetic_tag
+from cxrlab.style import RUN_SHADES, SHORT, color_of, colors, pyplot, synthetic_tag
 
 
 def plot_intensity_histograms(df: pd.DataFrame, ax=None, log: bool = False):
@@ -91,7 +91,9 @@ def plot_domain_confusion(result, normalize: bool = True, ax=None):
             ax.text(j, i, txt, ha="center", va="center", fontsize=7,
                     color="white" if shown[i, j] > 0.6 * (shown.max() or 1) else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_title(f"{synthetic_tag(result)}domain classifier ({result.method})\n"
+    view = getattr(result, "pixels", "all")
+    what = result.method if view == "all" else f"{result.method}, {view} pixels"
+    ax.set_title(f"{synthetic_tag(result)}domain classifier ({what})\n"
                  f"accuracy {result.accuracy:.2f} vs chance {result.chance:.2f}", fontsize=9)
     fig.tight_layout()
     return fig
@@ -139,9 +141,17 @@ def _where_scored(df: pd.DataFrame) -> str:
             else f"source: test split; targets: {ts} split")
 
 
+def _color_ticks(ax, names) -> None:
+    """Colour each x tick label with its hospital's colour (the course's one palette)."""
+    for tick, name in zip(ax.get_xticklabels(), names):
+        tick.set_color(color_of(name))
+
+
 def plot_gap_comparison(gaps: dict[str, pd.DataFrame], label: str = "Pneumothorax", ax=None):
     """Bars of one label's AUC per domain for several :func:`source_target_gap` tables (e.g.
-    ``{"shortcut off": df0, "shortcut on": df1}``): does the source-to-target drop grow?"""
+    ``{"shortcut off": df0, "shortcut on": df1}``): does the source-to-target drop grow?
+    Runs get a neutral light/dark pair (:data:`cxrlab.style.RUN_SHADES`); hospital names are
+    written in their hospital's colour."""
     plt = pyplot()
     fig = ax.figure if ax is not None else plt.figure(figsize=(6.0, 3.6))
     ax = ax or fig.add_subplot(111)
@@ -158,14 +168,83 @@ def plot_gap_comparison(gaps: dict[str, pd.DataFrame], label: str = "Pneumothora
         tag = tag or synthetic_tag(gaps[name])
         vals = [g[col].get(d, np.nan) for d in doms]
         ax.bar(x + (k - (len(runs) - 1) / 2) * width, vals, width, label=name,
-               color=PALETTE[k % len(PALETTE)], alpha=0.8)
-    ax.axhline(0.5, color="k", ls="--", lw=0.8)
+               color=RUN_SHADES[k % len(RUN_SHADES)], edgecolor="black", lw=0.5)
+    ax.axhline(0.5, color="k", ls="--", lw=0.8, label="chance (0.5)")
     ax.set_xticks(x)
     ax.set_xticklabels(doms, rotation=20, ha="right", fontsize=8)
+    _color_ticks(ax, doms)
     ax.set_ylim(0.3, 1.0)
-    ax.set_ylabel(f"{label} AUC")
+    ax.set_xlabel("hospital")
+    ax.set_ylabel(f"{label} ROC AUC")
     first = next(iter(gaps.values()))
     ax.set_title(f"{tag}{label}: source vs targets\n({_where_scored(first)})", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_seeded_gap(gap, labels: Sequence[str] | None = None, run: str | None = None, ax=None):
+    """Grouped bars of a :class:`cxrlab.shift.SeededGap`: the AUC per label (and macro) at every
+    hospital, mean over seeds, with its interval (seeds and patients) as an error bar; bars in
+    the hospitals' colours, chance (0.5) dashed."""
+    plt = pyplot()
+    tab = gap.table(run)
+    labels = list(labels) if labels is not None else list(gap.labels) + ["macro"]
+    doms = list(gap.domains)
+    fig = ax.figure if ax is not None else plt.figure(figsize=(max(6.5, 1.2 * len(labels) + 2), 4.0))
+    ax = ax or fig.add_subplot(111)
+    width = 0.8 / max(len(doms), 1)
+    x = np.arange(len(labels))
+    for k, d in enumerate(doms):
+        t = tab[tab["domain"] == d].set_index("label").reindex(labels)
+        err = np.vstack([t["auc"] - t["lo"], t["hi"] - t["auc"]])
+        role = "source" if d == gap.source else "target"
+        ax.bar(x + (k - (len(doms) - 1) / 2) * width, t["auc"], width, yerr=err, capsize=2,
+               label=f"{d} ({role})", color=color_of(d), alpha=0.9 if role == "source" else 0.75,
+               error_kw={"lw": 0.8})
+    ax.axhline(0.5, color="k", ls="--", lw=0.8, label="chance (0.5)")
+    ax.set_xticks(x)
+    ax.set_xticklabels([SHORT.get(lab, lab) for lab in labels], fontsize=8)
+    ax.set_xlabel("finding (macro = mean over findings)")
+    ax.set_ylim(0.3, 1.02)
+    ax.set_ylabel("ROC AUC")
+    ax.set_title(f"{synthetic_tag(gap)}trained at '{gap.source}', tested at every hospital: "
+                 f"mean of {len(gap.seeds)} seeds, {int(round(100 * gap.level))} % interval\n"
+                 f"(seeds and patients; source: test split; targets: "
+                 f"{'every image' if gap.target_split == 'all' else gap.target_split + ' split'})",
+                 fontsize=10)
+    ax.legend(fontsize=7, frameon=False, ncol=min(len(doms) + 1, 5), loc="upper center",
+              bbox_to_anchor=(0.5, -0.14))
+    fig.tight_layout()
+    return fig
+
+
+def plot_seeded_comparison(gap, label: str = "Pneumothorax", ax=None):
+    """One label's AUC per hospital for every run of a :class:`cxrlab.shift.SeededGap` (e.g.
+    shortcut off / on), mean over seeds with intervals; runs in a neutral light/dark pair,
+    hospital names in their colours, chance dashed."""
+    plt = pyplot()
+    fig = ax.figure if ax is not None else plt.figure(figsize=(6.4, 3.8))
+    ax = ax or fig.add_subplot(111)
+    doms = list(gap.domains)
+    width = 0.8 / max(len(gap.runs), 1)
+    x = np.arange(len(doms))
+    for k, run in enumerate(gap.runs):
+        ivs = [gap.score(d, label, run) for d in doms]
+        vals = np.array([iv.value for iv in ivs])
+        err = np.vstack([vals - [iv.lo for iv in ivs], [iv.hi for iv in ivs] - vals])
+        ax.bar(x + (k - (len(gap.runs) - 1) / 2) * width, vals, width, yerr=err, capsize=3,
+               label=run, color=RUN_SHADES[k % len(RUN_SHADES)], edgecolor="black", lw=0.5,
+               error_kw={"lw": 0.9})
+    ax.axhline(0.5, color="k", ls="--", lw=0.8, label="chance (0.5)")
+    ax.set_xticks(x)
+    ax.set_xticklabels(doms, rotation=20, ha="right", fontsize=8)
+    _color_ticks(ax, doms)
+    ax.set_ylim(0.3, 1.02)
+    ax.set_xlabel("hospital")
+    ax.set_ylabel(f"{label} ROC AUC")
+    ax.set_title(f"{synthetic_tag(gap)}{label} AUC per hospital: mean of {len(gap.seeds)} seeds, "
+                 f"{int(round(100 * gap.level))} % interval", fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
