@@ -200,7 +200,9 @@ claim("RRR's mean-of-targets AUC is within 5 points of ERM's (one small study)",
 # %% [markdown]
 # In this small study RRR and ERM end up within 5 AUC points of each other at the targets;
 # with one seed there is no interval over seeds, so no verdict either way (the `cpu` profile
-# runs three seeds and prints one). Notebook 04's full study is where that question is settled.
+# runs three seeds and prints one). The masking study of notebook 04 (`configs/masking_claim.yaml`,
+# five seeds; the notebook itself is still a draft, `notebooks/drafts/`) asks that question with
+# intervals.
 
 # %% [markdown]
 # ### Exercise 1 · Resume

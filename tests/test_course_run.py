@@ -66,7 +66,7 @@ def test_course_config_covers_the_four_parts_and_the_profiles_shrink_it():
     masks = {m["hparams"].get("mask") for m in masking["methods"]}
     assert {"lung_periphery", "abnormality"} <= masks
     assert masking["synthetic"]["shortcut"] is True      # from masking_seed002.yaml
-    assert masking["synthetic"]["n_per_hospital"] == 1000 and masking["seeds"] == [0]  # ci
+    assert masking["synthetic"]["n_per_hospital"] == 2000 and masking["seeds"] == [0, 1, 2]  # ci
     cpu = {p.name: p for p in load_course_config(COURSE_CONFIG, "cpu").parts}
     assert cpu["masking"].settings["synthetic"]["n_per_hospital"] == 5000
     assert parts["probe_supcon"].settings["methods"] == ["bce_probe", "supcon", "bce_finetune"]
