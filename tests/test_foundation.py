@@ -241,3 +241,24 @@ def test_profile_table_reads_the_profiles_and_their_overrides(monkeypatch):
     assert (profiles.profile_table().loc["epochs"] == 7).all()
     with pytest.raises(KeyError, match="unknown profile field"):
         profiles.profile_table(fields_=("epoch",))
+
+
+def test_nested_bars_stay_quiet_in_a_log_file(monkeypatch, capsys):
+    import sys
+
+    from cxrlab import progress as P
+
+    monkeypatch.setenv("CXRLAB_PROGRESS", "1")
+    monkeypatch.setattr(P, "_live_display", lambda: False)  # stderr is a file (a CI log)
+    outer = P.progress(range(3), desc="outer")
+    assert not outer.disable
+    inner = P.progress(range(3), desc="inner")
+    assert inner.disable  # nested inside `outer`: off in a log
+    inner.close()
+    outer.close()
+    monkeypatch.setattr(P, "_live_display", lambda: True)  # a terminal redraws in place
+    outer = P.progress(range(3), desc="outer")
+    inner = P.progress(range(3), desc="inner")
+    assert not inner.disable
+    inner.close()
+    outer.close()
