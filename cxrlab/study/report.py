@@ -257,28 +257,26 @@ def report(results_dir, dpi: int = 90, verbose: bool = True, html: bool = True) 
     if not studies:
         from cxrlab.study.safety import study_inventory
 
-        if unfinished:  # a study killed before its tables were written
-            where = unfinished[0]
-            raise MissingInputError(
-                f"{where} holds an unfinished study ({study_inventory(where)}): it was stopped "
-                f"before its tables were written; re-run `cxrlab run CONFIG --out {where}` with "
-                "its config (finished units are kept), then `cxrlab report` again")
-        raise MissingInputError(f"no study under {root} ({study_inventory(root)}; looked for "
-                                "metrics.json written by `cxrlab run CONFIG --out DIR`)")
-    summaries = []
-    for s in studies:
-        summ = summarise(s.results)
-        summ["study"] = f"{s.name} ({s.tag})"
-        summaries.append(summ)
-    fig = P.plot_study_comparison(pd.concat(summaries, ignore_index=True))
-    png = save_figure(fig, root / "report_auc.png", dpi=dpi)
-    plt.close(fig)
+        if not unfinished:
+            raise MissingInputError(f"no study under {root} ({study_inventory(root)}; looked "
+                                    "for metrics.json written by `cxrlab run CONFIG --out DIR`)")
+    png = None
+    if studies:
+        summaries = []
+        for s in studies:
+            summ = summarise(s.results)
+            summ["study"] = f"{s.name} ({s.tag})"
+            summaries.append(summ)
+        fig = P.plot_study_comparison(pd.concat(summaries, ignore_index=True))
+        png = save_figure(fig, root / "report_auc.png", dpi=dpi)
+        plt.close(fig)
     blocks = report_blocks(studies, root, png, unfinished)
     out = root / "report.md"
     atomic_write_text(out, markdown_of(blocks, root))
     if html:
         atomic_write_text(root / "report.html", render_html(blocks, "cxrlab report"))
     if verbose:
-        print(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'}: wrote {out}, "
-              f"{png.name}{' and report.html' if html else ''}")
+        extra = f", {len(unfinished)} unfinished" if unfinished else ""
+        print(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'}{extra}: wrote {out}"
+              f"{', ' + png.name if png else ''}{' and report.html' if html else ''}")
     return out
