@@ -449,6 +449,28 @@ def _replicate_metrics(yt: np.ndarray, ys: np.ndarray, thr: np.ndarray, w: np.nd
     return out
 
 
+def replicate_weights(n: int, n_boot: int, seed: int = 0, groups=None, chunk: int = 100):
+    """Bootstrap replicates as row weights, ``chunk`` replicates at a time: each yielded array
+    is [r, n] with how often each row is drawn. Without ``groups`` rows are drawn with
+    replacement; with ``groups`` (one id per row, e.g. the patient) whole groups are drawn and
+    every row of a drawn group counts as often as its group. The same ``seed`` gives the same
+    replicates, so two models scored on the same rows are resampled identically."""
+    rng = np.random.default_rng(seed)
+    if groups is not None:
+        g = np.asarray(groups)
+        if g.shape != (n,):
+            raise ValueError(f"groups must give one id per row ({n}); got shape {g.shape}")
+        _, gidx = np.unique(g, return_inverse=True)
+        n_groups = int(gidx.max()) + 1
+    for start in range(0, n_boot, chunk):
+        r = min(chunk, n_boot - start)
+        if groups is None:
+            yield rng.multinomial(n, np.full(n, 1.0 / n), size=r).astype(np.float64)
+        else:
+            wg = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=r)
+            yield wg[:, gidx].astype(np.float64)
+
+
 def bootstrap_ci(y_true, y_score, thresholds=None, n_boot: int = 1000, seed: int = 0,
                  metrics: Sequence[str] = SUMMARY_METRICS, level: float = 0.95,
                  groups=None, label_names: Sequence[str] | None = None,
@@ -479,22 +501,8 @@ def bootstrap_ci(y_true, y_score, thresholds=None, n_boot: int = 1000, seed: int
     unknown = sorted(set(metrics) - known_metrics)
     if unknown:
         raise KeyError(f"unknown metric(s) {unknown}; choose from {sorted(known_metrics)}")
-    n = yt.shape[0]
-    rng = np.random.default_rng(seed)
-    if groups is not None:
-        g = np.asarray(groups)
-        if g.shape != (n,):
-            raise ValueError(f"groups must give one id per row ({n}); got shape {g.shape}")
-        _, gidx = np.unique(g, return_inverse=True)
-        n_groups = int(gidx.max()) + 1
     draws: dict[str, list] = {}
-    for start in range(0, n_boot, chunk):
-        r = min(chunk, n_boot - start)
-        if groups is None:
-            w = rng.multinomial(n, np.full(n, 1.0 / n), size=r).astype(np.float64)
-        else:
-            wg = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=r)
-            w = wg[:, gidx].astype(np.float64)
+    for w in replicate_weights(yt.shape[0], n_boot, seed, groups, chunk):
         for key, val in _replicate_metrics(yt, ys, thr, w, labels).items():
             draws.setdefault(key, []).append(val)
     draws = {k: np.concatenate(v) for k, v in draws.items()}
@@ -550,24 +558,9 @@ def bootstrap_difference(y_true, score_a, score_b, metric: str = "auc_macro", th
     labels = np.flatnonzero(both)
     point_a = _replicate_metrics(yt, ya, pa.thresholds, np.ones((1, len(yt))), labels)[metric][0]
     point_b = _replicate_metrics(yt, yb, pb.thresholds, np.ones((1, len(yt))), labels)[metric][0]
-    n = yt.shape[0]
-    rng = np.random.default_rng(seed)
-    if groups is not None:
-        g = np.asarray(groups)
-        if g.shape != (n,):
-            raise ValueError(f"groups must give one id per row ({n}); got shape {g.shape}")
-        _, gidx = np.unique(g, return_inverse=True)
-        n_groups = int(gidx.max()) + 1
-    diffs = []
-    for start in range(0, n_boot, chunk):
-        r = min(chunk, n_boot - start)
-        if groups is None:
-            w = rng.multinomial(n, np.full(n, 1.0 / n), size=r).astype(np.float64)
-        else:
-            w = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups),
-                                size=r)[:, gidx].astype(np.float64)
-        diffs.append(_replicate_metrics(yt, ya, pa.thresholds, w, labels)[metric]
-                     - _replicate_metrics(yt, yb, pb.thresholds, w, labels)[metric])
+    diffs = [_replicate_metrics(yt, ya, pa.thresholds, w, labels)[metric]
+             - _replicate_metrics(yt, yb, pb.thresholds, w, labels)[metric]
+             for w in replicate_weights(yt.shape[0], n_boot, seed, groups, chunk)]
     d = np.concatenate(diffs)
     d = d[~np.isnan(d)]
     q = (1 - level) / 2
