@@ -23,6 +23,7 @@ import pandas as pd
 
 from cxrlab.io import atomic_to_csv, atomic_write_json
 from cxrlab.study.config import StudyError, check_backbones
+from cxrlab.study.runner import Unit
 
 #: the ``kind`` of a part folder's metrics.json
 PART_KIND = "cxrlab-part"
@@ -41,17 +42,9 @@ def register_part(kind: str):
     return deco
 
 
-@dataclass(frozen=True)
-class PartUnit:
-    """One (method, backbone, seed) unit of a part."""
-
-    method: str
-    backbone: str
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.method}__{self.backbone}__seed{self.seed}"
+#: one (method, backbone, seed) unit of a part: the same record, and the same folder name, as a
+#: study's units
+PartUnit = Unit
 
 
 def _close(name, known) -> str:
