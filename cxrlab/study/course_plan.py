@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-import pandas as pd
-
 from cxrlab.errors import MissingInputError
 from cxrlab.io import atomic_write_json, atomic_write_text
 from cxrlab.study.config import StudyError, check_backbones, load_study_config
@@ -315,12 +313,7 @@ def _published_blocks(spec: PartSpec, res) -> list:
 
 def course_blocks(root: Path) -> tuple[list, list[str]]:
     """The course report as blocks and its headline lines."""
-    import matplotlib.pyplot as plt
-
-    from cxrlab.study import plots as P
-    from cxrlab.study.report import _missing_blocks, study_blocks
-    from cxrlab.study.tables import summarise
-    from cxrlab.style import save_figure
+    from cxrlab.study.report import _missing_blocks, comparison_figure, study_blocks
 
     plan, prof, loaded = _load_parts(root)
     head, body = [], []
@@ -357,15 +350,8 @@ def course_blocks(root: Path) -> tuple[list, list[str]]:
     if (root / "gallery.png").is_file():  # written by `make demo`
         blocks.append(("img", root / "gallery.png", "the synthetic hospitals, with lung and "
                                                     "lesion masks (SYNTHETIC)"))
-    if studies:
-        summ = []
-        for s in studies:
-            x = summarise(s.results)
-            x["study"] = f"{s.name} ({s.tag})"
-            summ.append(x)
-        fig = P.plot_study_comparison(pd.concat(summ, ignore_index=True))
-        png = save_figure(fig, root / "report_auc.png", dpi=80)
-        plt.close(fig)
+    png = comparison_figure(studies, root, dpi=80)
+    if png is not None:
         blocks.append(("img", png, "AUC macro per study part and evaluation set (SYNTHETIC)"))
     return blocks + body, head
 

@@ -228,6 +228,27 @@ def markdown_of(blocks: list, root: Path) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+def comparison_figure(studies: list[StudyResult], root: Path, dpi: int = 90) -> Path | None:
+    """``root/report_auc.png``: AUC macro of every study per evaluation set (one panel per
+    study, :func:`~cxrlab.study.plots.plot_study_comparison`); None when no study has tables."""
+    if not studies:
+        return None
+    import matplotlib.pyplot as plt
+
+    from cxrlab.study import plots as P
+    from cxrlab.style import save_figure
+
+    summaries = []
+    for s in studies:
+        summ = summarise(s.results)
+        summ["study"] = f"{s.name} ({s.tag})"
+        summaries.append(summ)
+    fig = P.plot_study_comparison(pd.concat(summaries, ignore_index=True))
+    png = save_figure(fig, root / "report_auc.png", dpi=dpi)
+    plt.close(fig)
+    return png
+
+
 def report(results_dir, dpi: int = 90, verbose: bool = True, html: bool = True) -> Path:
     """``cxrlab report DIR``: compare every study found under ``DIR`` (a study folder or a folder
     of them). Writes ``DIR/report.md`` with ``DIR/report_auc.png`` beside it and the same report
@@ -237,11 +258,7 @@ def report(results_dir, dpi: int = 90, verbose: bool = True, html: bool = True) 
     and its missing units are listed by name; a study with units but no tables yet is listed
     with what it has and what it lacks.
     """
-    import matplotlib.pyplot as plt
-
-    from cxrlab.study import plots as P
     from cxrlab.study.html import render_html
-    from cxrlab.style import save_figure
 
     root = Path(results_dir).expanduser()
     if not root.is_dir():
@@ -260,16 +277,7 @@ def report(results_dir, dpi: int = 90, verbose: bool = True, html: bool = True) 
         if not unfinished:
             raise MissingInputError(f"no study under {root} ({study_inventory(root)}; looked "
                                     "for metrics.json written by `cxrlab run CONFIG --out DIR`)")
-    png = None
-    if studies:
-        summaries = []
-        for s in studies:
-            summ = summarise(s.results)
-            summ["study"] = f"{s.name} ({s.tag})"
-            summaries.append(summ)
-        fig = P.plot_study_comparison(pd.concat(summaries, ignore_index=True))
-        png = save_figure(fig, root / "report_auc.png", dpi=dpi)
-        plt.close(fig)
+    png = comparison_figure(studies, root, dpi)
     blocks = report_blocks(studies, root, png, unfinished)
     out = root / "report.md"
     atomic_write_text(out, markdown_of(blocks, root))
