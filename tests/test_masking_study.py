@@ -144,6 +144,42 @@ def test_marker_effect_separates_scale_from_reliance():
         marker_effect(alg, with_m[:3], without)
 
 
+def test_region_reliance_sees_a_model_that_reads_outside_the_region(tmp_path):
+    """A model trained to read a bright corner (outside the 'lungs') loses its AUC when only the
+    lungs are kept; a model of the lungs' own content keeps it."""
+    import torch
+
+    from cxrlab.engine import fit
+    from cxrlab.methods import create_algorithm
+    from cxrlab.models import create_backbone
+    from cxrlab.study.scoring import region_reliance
+
+    rng = np.random.default_rng(0)
+    n = 256
+    y = (rng.random(n) < 0.5).astype(np.float32)
+    x = rng.integers(60, 120, (n, 1, 32, 32)).astype(np.uint8)
+    keep = np.zeros_like(x, dtype=bool)
+    keep[:, :, 8:24, 8:24] = True                      # the "lungs"
+    corner = x.copy()
+    corner[y == 1, :, :4, :4] = 250                    # a shortcut outside them
+    inside = x.copy()
+    inside[y == 1, :, 12:20, 12:20] = 250              # a finding inside them
+    torch.manual_seed(0)
+    res = {}
+    for name, imgs in (("corner", corner), ("inside", inside)):
+        alg = create_algorithm("bce_finetune", create_backbone("tiny_cnn", image_size=32, seed=0),
+                               1, {"augment": "none"}, seed=0)
+        fit(alg, (torch.from_numpy(imgs), torch.from_numpy(y[:, None])), epochs=3, batch_size=64,
+            lr=3e-3, seed=0, verbose=False, device="cpu", out_dir=tmp_path / name)
+        res[name] = region_reliance(alg.eval(), imgs, keep, y)
+    assert res["corner"]["auc_stored"] > 0.95 and res["corner"]["auc_region_only"] < 0.65
+    assert res["inside"]["auc_stored"] > 0.95 and abs(res["inside"]["drop"]) < 0.05
+    with pytest.raises(ValueError, match="same shape"):
+        region_reliance(alg, corner, keep[:3], y)
+    with pytest.raises(ValueError, match="grey level"):
+        region_reliance(alg, corner, keep, y, fill=300)
+
+
 def test_load_unit_model_rebuilds_the_trained_network(tmp_path):
     import json
 

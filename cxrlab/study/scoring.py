@@ -98,6 +98,43 @@ def marker_effect(algorithm, with_marker, without_marker, batch_size: int = 256)
             "n": int(len(a))}
 
 
+def region_reliance(algorithm, images, keep, labels, fill: int = 128, label: int = 0,
+                    batch_size: int = 256) -> dict:
+    """How much a trained model's AUC rests on what lies *outside* a region: the same images
+    scored as stored and with every pixel outside ``keep`` (e.g. the lung mask) set to
+    ``fill``. A model that reads the lungs keeps its AUC; one that reads a chest drain, a
+    collimation border or burned-in text outside them falls towards 0.5.
+
+    This tests what a masking method promises (do not use what lies outside the mask) directly,
+    where :func:`marker_effect` needs a twin image without the marker. ``images`` uint8
+    [n, 1, S, S], ``keep`` bool or 0/1 of the same shape, ``labels`` [n] (or [n, L] with
+    ``label`` the column scored). Returns ``auc_stored``, ``auc_region_only``, ``drop`` and
+    ``n``."""
+    import torch
+
+    from cxrlab.engine.predict import predict_logits
+
+    x = np.asarray(images)
+    k = np.asarray(keep).astype(bool)
+    if x.shape != k.shape or x.ndim != 4:
+        raise ValueError(f"images and keep must both be [n, 1, S, S] of the same shape; got "
+                         f"{x.shape} and {k.shape}")
+    if not 0 <= int(fill) <= 255:
+        raise ValueError(f"fill is a grey level in 0..255, got {fill}")
+    y = np.asarray(labels, dtype=float)
+    y = y[:, label] if y.ndim == 2 else y
+    if len(y) != len(x):
+        raise ValueError(f"{len(x)} images but {len(y)} labels")
+    z = torch.zeros(len(x), 1)
+    out = {}
+    for name, imgs in (("auc_stored", x), ("auc_region_only", np.where(k, x, np.uint8(fill)))):
+        logits = predict_logits(algorithm, (torch.as_tensor(imgs), z), batch_size=batch_size)[0]
+        out[name] = M.masked_auc_macro(y[:, None], np.asarray(logits, dtype=float)[:, [label]])
+    out["drop"] = out["auc_stored"] - out["auc_region_only"]
+    out["n"] = int(len(x))
+    return out
+
+
 def load_unit_model(out_dir, unit: str, image_size: int, checkpoint: str = "best.pt"):
     """The trained model of one engine unit of a study (``out_dir/units/<unit>``), rebuilt from
     its stored configuration and loaded from ``out_dir/checkpoints/<unit>/<checkpoint>`` (the
