@@ -11,7 +11,6 @@ configuration hash), claims via :mod:`cxrlab.study.shards`, and the part's ``res
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import pandas as pd
 
 from cxrlab.io import atomic_to_csv, atomic_write_json
 from cxrlab.study.config import StudyError, check_backbones
-from cxrlab.study.runner import Unit
+from cxrlab.study.runner import Unit, config_hash, unit_is_complete
 
 #: the ``kind`` of a part folder's metrics.json
 PART_KIND = "cxrlab-part"
@@ -128,27 +127,9 @@ class Part:
 
 
 # ----------------------------------------------------------------------------- running
-def _hash(cfg: dict) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def _is_complete(part: Part, out: Path, unit: PartUnit, overwrite: bool) -> bool:
-    f = out / "units" / unit.name / "metrics.json"
-    if not f.exists():
-        return False
-    try:
-        stored = json.loads(f.read_text())
-    except (OSError, ValueError):
-        return False
-    want = part.unit_config(unit)
-    if stored.get("config_hash") == _hash(want) or overwrite:
-        return stored.get("config_hash") == _hash(want)
-    from cxrlab.study.runner import _dict_diff
-
-    diffs = _dict_diff(stored.get("config", {}), want)
-    raise StudyError(f"{out.name}/units/{unit.name} holds results of a different configuration "
-                     f"(differences: {'; '.join(diffs[:4]) or 'unknown'}). Write to another "
-                     "--out folder, delete that unit folder, or pass --overwrite to recompute.")
+    return unit_is_complete(out / "units" / unit.name, part.unit_config(unit), overwrite,
+                            where=f"{out.name}/units/{unit.name}")
 
 
 def _run_unit(part: Part, out: Path, unit: PartUnit, overwrite: bool) -> str:
@@ -172,7 +153,7 @@ def _run_unit(part: Part, out: Path, unit: PartUnit, overwrite: bool) -> str:
             cfg = part.unit_config(unit)
             atomic_write_json(udir / "metrics.json", {  # last: marks the unit complete
                 "unit": unit.name, "method": unit.method, "backbone": unit.backbone,
-                "seed": unit.seed, "config": cfg, "config_hash": _hash(cfg), "rows": rows,
+                "seed": unit.seed, "config": cfg, "config_hash": config_hash(cfg), "rows": rows,
                 "seconds": round(time.perf_counter() - t0, 2)})
     finally:
         release(lock)

@@ -37,6 +37,34 @@ PROBE_MIN_BATCH = 256
 _HELD = "running in"
 
 
+def config_hash(config: dict) -> str:
+    """The 16-hex-digit identity of a unit's configuration (stored in its metrics.json)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def unit_is_complete(unit_dir: Path, want: dict, overwrite: bool, where: str) -> bool:
+    """True when ``unit_dir/metrics.json`` was written for configuration ``want``; False when it
+    is absent or unreadable, or (with ``overwrite``) written for another one; otherwise a
+    :class:`StudyError` naming the differences. Study units and course-part units alike."""
+    f = Path(unit_dir) / "metrics.json"
+    if not f.exists():
+        return False
+    try:
+        stored = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return False
+    if stored.get("config_hash") == config_hash(want):
+        return True
+    if overwrite:
+        return False
+    diffs = _dict_diff(stored.get("config", {}), want)
+    raise StudyError(
+        f"{where} holds results of a different configuration "
+        f"(differences: {'; '.join(diffs[:4]) or 'unknown'}). Write this study to another "
+        f"--out folder, delete that unit folder, or pass --overwrite (overwrite=True) to "
+        "recompute.")
+
+
 @dataclass(frozen=True)
 class Unit:
     """One (arm, backbone, seed) run of a study; ``method`` is the arm's name (see
@@ -101,9 +129,7 @@ class _Runner:
                              if k not in ("finetune_epochs", "batch_size", "lr", "weight_decay")}
         return json.loads(json.dumps(d, default=_json_default))
 
-    @staticmethod
-    def config_hash(config: dict) -> str:
-        return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    config_hash = staticmethod(config_hash)
 
     def unit_dir(self, unit: Unit) -> Path:
         return self.out / "units" / unit.name
@@ -111,25 +137,8 @@ class _Runner:
     def is_complete(self, unit: Unit) -> bool:
         """True when the unit's metrics.json exists for this very configuration; raises
         :class:`StudyError` when it exists for another one (and ``overwrite`` is off)."""
-        f = self.unit_dir(unit) / "metrics.json"
-        if not f.exists():
-            return False
-        try:
-            stored = json.loads(f.read_text())
-        except (OSError, ValueError):
-            return False
-        want = self.unit_config(unit)
-        if stored.get("config_hash") == self.config_hash(want):
-            return True
-        if self.overwrite:
-            return False
-        old = stored.get("config", {})
-        diffs = _dict_diff(old, want)
-        raise StudyError(
-            f"{self.out.name}/units/{unit.name} holds results of a different configuration "
-            f"(differences: {'; '.join(diffs[:4]) or 'unknown'}). Write this study to another "
-            f"--out folder, delete that unit folder, or pass --overwrite (overwrite=True) to "
-            "recompute.")
+        return unit_is_complete(self.unit_dir(unit), self.unit_config(unit), self.overwrite,
+                                where=f"{self.out.name}/units/{unit.name}")
 
     def snapshot(self, grid: Sequence[Unit]) -> dict:
         """What every process writing into this folder must agree on (``study.json``)."""
