@@ -147,6 +147,18 @@ def _color_ticks(ax, names) -> None:
         tick.set_color(color_of(name))
 
 
+def _auc_per_hospital_axes(ax, x, doms, label: str, top: float) -> None:
+    """Chance line, hospital tick labels in their colours and AUC axis labels of the bar charts
+    of one label's AUC per hospital."""
+    ax.axhline(0.5, color="k", ls="--", lw=0.8, label="chance (0.5)")
+    ax.set_xticks(x)
+    ax.set_xticklabels(doms, rotation=20, ha="right", fontsize=8)
+    _color_ticks(ax, doms)
+    ax.set_ylim(0.3, top)
+    ax.set_xlabel("hospital")
+    ax.set_ylabel(f"{label} ROC AUC")
+
+
 def plot_gap_comparison(gaps: dict[str, pd.DataFrame], label: str = "Pneumothorax", ax=None):
     """Bars of one label's AUC per domain for several :func:`source_target_gap` tables (e.g.
     ``{"shortcut off": df0, "shortcut on": df1}``): does the source-to-target drop grow?
@@ -169,13 +181,7 @@ def plot_gap_comparison(gaps: dict[str, pd.DataFrame], label: str = "Pneumothora
         vals = [g[col].get(d, np.nan) for d in doms]
         ax.bar(x + (k - (len(runs) - 1) / 2) * width, vals, width, label=name,
                color=RUN_SHADES[k % len(RUN_SHADES)], edgecolor="black", lw=0.5)
-    ax.axhline(0.5, color="k", ls="--", lw=0.8, label="chance (0.5)")
-    ax.set_xticks(x)
-    ax.set_xticklabels(doms, rotation=20, ha="right", fontsize=8)
-    _color_ticks(ax, doms)
-    ax.set_ylim(0.3, 1.0)
-    ax.set_xlabel("hospital")
-    ax.set_ylabel(f"{label} ROC AUC")
+    _auc_per_hospital_axes(ax, x, doms, label, top=1.0)
     first = next(iter(gaps.values()))
     ax.set_title(f"{tag}{label}: source vs targets\n({_where_scored(first)})", fontsize=10)
     ax.legend(fontsize=8, frameon=False)
@@ -236,13 +242,7 @@ def plot_seeded_comparison(gap, label: str = "Pneumothorax", ax=None):
         ax.bar(x + (k - (len(gap.runs) - 1) / 2) * width, vals, width, yerr=err, capsize=3,
                label=run, color=RUN_SHADES[k % len(RUN_SHADES)], edgecolor="black", lw=0.5,
                error_kw={"lw": 0.9})
-    ax.axhline(0.5, color="k", ls="--", lw=0.8, label="chance (0.5)")
-    ax.set_xticks(x)
-    ax.set_xticklabels(doms, rotation=20, ha="right", fontsize=8)
-    _color_ticks(ax, doms)
-    ax.set_ylim(0.3, 1.02)
-    ax.set_xlabel("hospital")
-    ax.set_ylabel(f"{label} ROC AUC")
+    _auc_per_hospital_axes(ax, x, doms, label, top=1.02)
     ax.set_title(f"{synthetic_tag(gap)}{label} AUC per hospital: mean of {len(gap.seeds)} seeds, "
                  f"{int(round(100 * gap.level))} % interval", fontsize=10)
     ax.legend(fontsize=8, frameon=False)
