@@ -224,7 +224,7 @@ fig = XP.plot_cam_grid(rs["images"][:6], {k: v[:6] for k, v in cams_sc.items()},
 # ### Do RRR and ActDiff move it?
 # Seed 002's remedy: tell the model where it may look. RRR penalises input gradients outside the
 # allowed region; ActDiff asks the features of an image and of a copy whose outside pixels are
-# shuffled to agree (`cxrlab.methods.rrr`, `cxrlab.methods.actdiff`; notebook 04's draft has the
+# shuffled to agree (`cxrlab.methods.rrr`, `cxrlab.methods.actdiff`; notebook 04 has the
 # full study). Both are trained here on the *shortcut* source with **lung-periphery** masks, the
 # kind the paper found to help, at the same budget as ERM, and explained on the same drain images.
 
@@ -275,9 +275,9 @@ print(f"share on the drain: RRR {rrr_drain['mean']:.2f} [{rrr_drain['lo']:.2f}, 
 # is flat, so no share can be computed). The pneumothorax AUCs above say why the contrast is
 # hard: without the drain, these tiny models trained for seconds on 700 images hardly detect
 # pneumothorax at all, so a model told to ignore the drain has little else to use. This agrees
-# with the masking study's own measurement (notebook 04's draft): RRR's target gains did not come
+# with the masking study's own measurement (notebook 04): RRR's target gains did not come
 # from dropping the shortcut. A larger source, pre-trained backbones or another λ may change it;
-# the exercise of notebook 04 is the place to try.
+# notebook 04 lists what we tried.
 
 # %% [markdown]
 # ## 5. Is the map faithful? ROAD

@@ -200,9 +200,9 @@ claim("RRR's mean-of-targets AUC is within 5 points of ERM's (one small study)",
 # %% [markdown]
 # In this small study RRR and ERM end up within 5 AUC points of each other at the targets;
 # with one seed there is no interval over seeds, so no verdict either way (the `cpu` profile
-# runs three seeds and prints one). The masking study of notebook 04 (`configs/masking_claim.yaml`,
-# five seeds; the notebook itself is still a draft, `notebooks/drafts/`) asks that question with
-# intervals.
+# runs three seeds and prints one). Notebook 04 asks that question with intervals (five seeds
+# for ERM and RRR), and then checks, by adding the drain to the same images, whether RRR's gain
+# came from ignoring the drain (it did not).
 
 # %% [markdown]
 # ### Exercise 1 · Resume

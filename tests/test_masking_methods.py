@@ -114,6 +114,45 @@ def test_rrr_penalty_gradient_matches_finite_difference():
     assert w.grad[i].item() == pytest.approx((up - down) / (2 * eps), rel=1e-4)
 
 
+def test_rrr_share_is_the_outside_share_and_does_not_fall_when_logits_shrink():
+    """scale="share": per image, outside energy / total energy of the squared input gradient,
+    averaged over the images with a mask; unchanged when the logits are scaled down, where the
+    reference's sum falls with the square of the scale (the cheap way out the sum leaves)."""
+    model = TinyNet(k=1).double()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 2, 8, 8, dtype=torch.float64, generator=g)
+    allowed = (torch.rand(4, 1, 8, 8, generator=g) < 0.5).double()
+    allowed[1] = 0  # no mask: left out of the mean
+    want = []
+    for i in (0, 2, 3):
+        xi = x[i:i + 1].clone().requires_grad_(True)
+        (gi,) = torch.autograd.grad(torch.nn.functional.logsigmoid(model(xi)).sum(), xi)
+        want.append(float((((1 - allowed[i]) * gi) ** 2).sum() / (gi ** 2).sum()))
+    share = rrr_penalty(model, x, allowed, outputs="sigmoid", scale="share")
+    assert share.item() == pytest.approx(np.mean(want), rel=1e-6)
+    assert 0 < share.item() < 1
+    share.backward()  # trains: double back-prop reaches the weights
+    assert model.conv.weight.grad.abs().sum() > 0
+
+    class Scaled(nn.Module):
+        def __init__(self, net, c):
+            super().__init__()
+            self.net, self.c = net, c
+
+        def forward(self, x):
+            return self.c * self.net(x)
+
+    small = Scaled(model, 0.01)
+    for outputs in ("sigmoid", "both"):
+        s_full = rrr_penalty(model, x, allowed, outputs=outputs, scale="share").item()
+        s_small = rrr_penalty(small, x, allowed, outputs=outputs, scale="share").item()
+        assert s_small == pytest.approx(s_full, rel=1e-6)  # single label: the output factor cancels
+        assert rrr_penalty(small, x, allowed, outputs=outputs).item() < \
+            1e-3 * rrr_penalty(model, x, allowed, outputs=outputs).item()
+    with pytest.raises(MaskError, match="scale must be one of"):
+        rrr_penalty(model, x, allowed, scale="mean")
+
+
 def test_rrr_with_lambda_zero_is_the_bce_finetune():
     """lam = 0 is ERM: the same weights as bce_finetune without augmentation."""
     data = mask_data(32)
@@ -183,6 +222,27 @@ def test_activation_distance_l2_and_reference():
     whole = torch.linalg.vector_norm((m1 - m2).flatten(1), dim=1).mean()
     assert activation_distance(m1, m2).item() == pytest.approx(whole.item(), rel=1e-6)
     assert whole.item() != pytest.approx(ref_map.item(), rel=0.1)  # the two really differ
+
+
+def test_activation_distance_batch_scale_ignores_scaling_and_offsets():
+    """scale="batch": the distance in units of the batch's spread of the activations, so
+    shrinking every activation or adding a constant to them does not lower it."""
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(6, 5, generator=g)
+    b = a + 0.1 * torch.randn(6, 5, generator=g)
+    base = activation_distance(a, b, scale="batch").item()
+    spread = torch.sqrt(((a - a.mean(0)) ** 2).sum(1).mean())
+    assert base == pytest.approx(activation_distance(a, b).item() / spread.item(), rel=1e-5)
+    assert activation_distance(0.01 * a, 0.01 * b, scale="batch").item() == pytest.approx(base, rel=1e-4)
+    assert activation_distance(a + 7, b + 7, scale="batch").item() == pytest.approx(base, rel=1e-4)
+    assert activation_distance(0.01 * a, 0.01 * b).item() == pytest.approx(
+        0.01 * activation_distance(a, b).item(), rel=1e-4)  # the plain distance does fall
+    with pytest.raises(MaskError, match="scale must be one of"):
+        activation_distance(a, b, scale="max")
+    with pytest.raises(MaskError, match="scale must be one of"):
+        tiny("actdiff", {"scale": "max"})
+    with pytest.raises(MaskError, match="scale must be one of"):
+        tiny("rrr", {"scale": "mean"})
 
 
 def test_actdiff_trains_with_pooled_and_intermediate_layers(tmp_path):

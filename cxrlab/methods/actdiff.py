@@ -36,6 +36,8 @@ from cxrlab.methods.mask_guided import MaskError, MaskGuidedFinetune
 from cxrlab.methods.registry import register_algorithm
 
 DISTANCES = ("l2", "reference")
+#: how the distance is scaled: as it is, or in units of the batch's spread of the activations
+SCALES = ("none", "batch")
 
 
 def shuffle_outside(x: torch.Tensor, allowed: torch.Tensor,
@@ -72,13 +74,18 @@ def shuffle_outside(x: torch.Tensor, allowed: torch.Tensor,
 
 
 def activation_distance(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None,
-                        distance: str = "l2") -> torch.Tensor:
+                        distance: str = "l2", scale: str = "none") -> torch.Tensor:
     """Distance between two activations of the same images ([B, ...]).
 
     ``"l2"``: per-image L2 norm of the flattened difference, averaged over the images
     (weighted by ``weight`` [B], e.g. 1 for images with a mask; 0 when no weight is positive).
     ``"reference"``: the reference code's ``PairwiseDistance(p=2)`` (L2 along the last axis,
     ``eps = 1e-6`` added to the difference), averaged over every other index.
+
+    ``scale="batch"`` divides the distance by the spread of ``a`` over the batch (the root mean
+    squared distance of each image's activations to the batch mean, treated as a constant):
+    scaling all activations down, or adding a constant to them, then no longer lowers it, so
+    the network cannot pay less without becoming invariant to what lies outside the mask.
     """
     if a.shape != b.shape:
         raise ValueError(f"activations differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
@@ -90,6 +97,12 @@ def activation_distance(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor |
         d = torch.linalg.vector_norm((a - b).float() + 1e-6, dim=-1).reshape(B, -1).mean(1)
     else:
         raise MaskError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    if scale == "batch":
+        flat = a.detach().float().reshape(B, -1)
+        spread = torch.sqrt(((flat - flat.mean(0, keepdim=True)) ** 2).sum(1).mean())
+        d = d / (spread + 1e-8)
+    elif scale != "none":
+        raise MaskError(f"scale must be one of {SCALES}, got {scale!r}")
     total = w.sum()
     return (d * w).sum() / total.clamp(min=1.0) if total > 0 else d.sum() * 0.0
 
@@ -110,6 +123,8 @@ class ActDiff(MaskGuidedFinetune):
                              "of module names inside the backbone's network"),
         "distance": ("l2", "'l2' (per-image L2 of the flattened difference) or 'reference' "
                            "(the reference code's row-wise PairwiseDistance)"),
+        "scale": ("none", "'none' (the distance as it is) or 'batch' (in units of the batch's "
+                          "spread of the activations: scale-free)"),
     }
 
     def __init__(self, backbone, num_labels, hparams=None):
@@ -117,6 +132,8 @@ class ActDiff(MaskGuidedFinetune):
         if self.hparams["distance"] not in DISTANCES:
             raise MaskError(f"actdiff: distance must be one of {DISTANCES}, got "
                             f"{self.hparams['distance']!r}")
+        if self.hparams["scale"] not in SCALES:
+            raise MaskError(f"actdiff: scale must be one of {SCALES}, got {self.hparams['scale']!r}")
         layers = self.hparams["layers"]
         layers = [layers] if isinstance(layers, str) else list(layers or [])
         if not layers:
@@ -162,5 +179,6 @@ class ActDiff(MaskGuidedFinetune):
         feats_s, maps_s = self._features_and_maps(xs)
         pairs = ([(feats[idx], feats_s)] if self._use_pooled else []) + \
             [(m[idx], ms) for m, ms in zip(maps, maps_s)]
-        pen = sum(activation_distance(a, b, distance=self.hparams["distance"]) for a, b in pairs)
+        pen = sum(activation_distance(a, b, distance=self.hparams["distance"],
+                                      scale=self.hparams["scale"]) for a, b in pairs)
         return {"bce": bce, "penalty": pen}

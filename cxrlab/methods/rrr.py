@@ -25,6 +25,8 @@ from cxrlab.methods.mask_guided import MaskError, MaskGuidedFinetune
 from cxrlab.methods.registry import register_algorithm
 
 OUTPUTS = ("sigmoid", "softmax", "both")
+#: how the penalty is scaled: the reference's sum, or the share of the gradient energy outside
+SCALES = ("sum", "share")
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -54,21 +56,37 @@ def _check_allowed(x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
 
 
 def rrr_penalty_from_logits(logits: torch.Tensor, x: torch.Tensor, allowed: torch.Tensor,
-                            outputs: str = "sigmoid") -> torch.Tensor:
+                            outputs: str = "sigmoid", scale: str = "sum") -> torch.Tensor:
     """The RRR penalty of ``logits = model(x)`` (``x`` must require grad and be part of the
-    graph of ``logits``): lets a method reuse the forward pass of its classification loss."""
+    graph of ``logits``): lets a method reuse the forward pass of its classification loss.
+
+    ``scale="sum"``: the reference's sum of squared outside gradients. ``scale="share"``: per
+    image, the *share* of the squared input gradient that lies outside the allowed region
+    (0 = all sensitivity inside, 1 = all outside), averaged over the images with a mask. The
+    share does not change when the logits are scaled, so a network cannot pay less by making
+    all its predictions less confident (what it does against the sum); it has to move its
+    sensitivity into the allowed region."""
     if not x.requires_grad:
         raise ValueError("rrr_penalty needs x.requires_grad=True before the forward pass")
+    if scale not in SCALES:
+        raise MaskError(f"scale must be one of {SCALES}, got {scale!r}")
     allowed = _check_allowed(x, allowed)
     logp = _log_probs(logits, outputs).sum()
     (grad,) = torch.autograd.grad(logp, x, create_graph=True)
     has_mask = (allowed.flatten(1).amax(1) > 0).to(grad.dtype)  # images without a mask: 0
     outside = (1.0 - allowed) * has_mask[:, None, None, None]
-    return ((outside * _full(grad)) ** 2).sum()
+    g2 = _full(grad) ** 2
+    if scale == "sum":
+        return (outside * g2).sum()
+    out_e = (outside * g2).flatten(1).sum(1)
+    total = g2.flatten(1).sum(1)
+    share = out_e / (total + 1e-12 * total.detach().mean() + 1e-30)
+    n = has_mask.sum()
+    return (share * has_mask).sum() / n.clamp(min=1.0)
 
 
 def rrr_penalty(model, x: torch.Tensor, allowed: torch.Tensor,
-                outputs: str = "sigmoid") -> torch.Tensor:
+                outputs: str = "sigmoid", scale: str = "sum") -> torch.Tensor:
     """RRR's penalty, without lambda: ``sum ((1 - allowed) * d(sum_k log p_k)/dx)^2`` over the
     batch, channels and pixels, differentiable (double back-prop).
 
@@ -82,9 +100,13 @@ def rrr_penalty(model, x: torch.Tensor, allowed: torch.Tensor,
     which vanishes on confidently positive images - exactly those where a shortcut that goes
     with the positives acts - so ``"sigmoid"`` barely penalises the shortcut there; the
     gradient of log p + log(1 - p) is (1 - 2p) dz/dx, large on every confident image.
+
+    ``scale``: ``"sum"`` (the reference, above) or ``"share"`` (per image, the outside share of
+    the squared gradient, averaged over the images with a mask; see
+    :func:`rrr_penalty_from_logits`).
     """
     x = x.detach().requires_grad_(True)
-    return rrr_penalty_from_logits(model(x), x, allowed, outputs)
+    return rrr_penalty_from_logits(model(x), x, allowed, outputs, scale)
 
 
 @register_algorithm("rrr")
@@ -101,6 +123,8 @@ class RRR(MaskGuidedFinetune):
                      "lung periphery at 224 px, batch 16"),
         "outputs": ("sigmoid", "log-probabilities of the penalty: sigmoid (sum_k log p_k), softmax, "
                                "or both (sum_k log p_k + log(1 - p_k))"),
+        "scale": ("sum", "'sum' (the reference: sum of squared outside gradients) or 'share' "
+                         "(per image, the outside share of the squared gradient: scale-free)"),
     }
 
     def __init__(self, backbone, num_labels, hparams=None):
@@ -108,6 +132,8 @@ class RRR(MaskGuidedFinetune):
         if self.hparams["outputs"] not in OUTPUTS:
             raise MaskError(f"rrr: outputs must be one of {OUTPUTS}, got "
                             f"{self.hparams['outputs']!r}")
+        if self.hparams["scale"] not in SCALES:
+            raise MaskError(f"rrr: scale must be one of {SCALES}, got {self.hparams['scale']!r}")
 
     def penalty_step(self, x, allowed, labels):
         x = x.detach().requires_grad_(True)
@@ -115,5 +141,6 @@ class RRR(MaskGuidedFinetune):
         bce = self._loss(logits, labels)
         if self.hparams["lam"] == 0:  # ERM: skip the double back-prop
             return {"bce": bce, "penalty": torch.zeros((), device=bce.device)}
-        pen = rrr_penalty_from_logits(logits, x, allowed, self.hparams["outputs"])
+        pen = rrr_penalty_from_logits(logits, x, allowed, self.hparams["outputs"],
+                                      self.hparams["scale"])
         return {"bce": bce, "penalty": pen}
