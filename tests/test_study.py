@@ -267,9 +267,19 @@ def test_config_errors_are_clear(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("methods: [bce_probe\n")
     assert cli.main(["run", str(bad), "--out", str(tmp_path / "o")]) == 2
-    for name in ("study_ci", "probe_synthetic", "mimic_to_nih", "chexpert_to_nih"):
-        cfg = S.load_study_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
-        assert cfg.name == name
+    shipped = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    studies = [p for p in shipped if p.stem != "course"]  # course.yaml is a course, not a study
+    assert {"study_ci", "probe_synthetic", "mimic_to_nih", "chexpert_to_nih", "masking_seed002",
+            "masking_siim", "masking_siim_full"} <= {p.stem for p in studies}
+    from cxrlab.methods import ALGORITHMS
+    from cxrlab.study.config import study_arms
+
+    for path in studies:  # every shipped study config loads, and its arms' hparams are known
+        cfg = S.load_study_config(path)
+        assert cfg.name == path.stem, path
+        for arm in study_arms(cfg):
+            unknown = set(arm.hparams) - set(ALGORITHMS[arm.method].HPARAMS)
+            assert not unknown, (path.name, arm.name, unknown)
 
 
 def test_synthetic_cache_is_written_once_and_reused(tmp_path):
