@@ -153,6 +153,21 @@ def test_rrr_share_is_the_outside_share_and_does_not_fall_when_logits_shrink():
         rrr_penalty(model, x, allowed, scale="mean")
 
 
+def test_rrr_trains_a_vit_whose_attention_needs_a_second_derivative(tmp_path):
+    """Fused attention kernels have no double backward; RRR must still train a ViT."""
+    bb = create_backbone("tiny_vit", image_size=32, seed=0)
+    net = nn.Sequential(bb, nn.Linear(bb.num_features, 1))
+    x = torch.randn(2, 1, 32, 32)
+    allowed = torch.zeros(2, 1, 32, 32)
+    allowed[:, :, 8:24, 8:24] = 1
+    rrr_penalty(net, x, allowed).backward()  # backward outside the forward's context
+    assert bb.model.patch_embed.proj.weight.grad.abs().sum() > 0
+    alg = create_algorithm("rrr", create_backbone("tiny_vit", image_size=32, seed=0), 7,
+                           {"lam": 1.0, "mask": "lung"}, seed=0)
+    res = quick_fit(alg, mask_data(32), tmp_path, epochs=1)
+    assert res.history[0]["penalty"] > 0 and np.isfinite(res.history[0]["loss"])
+
+
 def test_rrr_with_lambda_zero_is_the_bce_finetune():
     """lam = 0 is ERM: the same weights as bce_finetune without augmentation."""
     data = mask_data(32)

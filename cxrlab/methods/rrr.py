@@ -29,6 +29,19 @@ OUTPUTS = ("sigmoid", "softmax", "both")
 SCALES = ("sum", "share")
 
 
+def double_backward_attention():
+    """A context in which ``F.scaled_dot_product_attention`` uses its plain ("math") kernel.
+
+    RRR differentiates an input gradient (double back-prop); the fused attention kernels of
+    ViTs (flash, memory-efficient, the CPU flash kernel) have no second derivative, so a ViT
+    would fail at the first ``backward`` with "derivative for
+    aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented". The math
+    kernel is differentiable twice; CNNs are unaffected."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def _full(t: torch.Tensor) -> torch.Tensor:
     """float32 for half-precision tensors (bf16 autocast), float64 stays float64."""
     return t if t.dtype == torch.float64 else t.float()
@@ -106,7 +119,9 @@ def rrr_penalty(model, x: torch.Tensor, allowed: torch.Tensor,
     :func:`rrr_penalty_from_logits`).
     """
     x = x.detach().requires_grad_(True)
-    return rrr_penalty_from_logits(model(x), x, allowed, outputs, scale)
+    with double_backward_attention():
+        logits = model(x)
+    return rrr_penalty_from_logits(logits, x, allowed, outputs, scale)
 
 
 @register_algorithm("rrr")
@@ -137,7 +152,8 @@ class RRR(MaskGuidedFinetune):
 
     def penalty_step(self, x, allowed, labels):
         x = x.detach().requires_grad_(True)
-        logits = self.head(self.backbone(x))
+        with double_backward_attention():  # a ViT's attention must be differentiable twice
+            logits = self.head(self.backbone(x))
         bce = self._loss(logits, labels)
         if self.hparams["lam"] == 0:  # ERM: skip the double back-prop
             return {"bce": bce, "penalty": torch.zeros((), device=bce.device)}
