@@ -444,7 +444,8 @@ display(Markdown(f"""
 
 # %% [markdown]
 # **Agreement with the paper** (seed 002, real data; our numbers are SYNTHETIC).
-# *Agrees*: the mask matters. ActDiff with lesion masks loses to ERM at the source, as in the
+# *Agrees*: the mask matters. ActDiff with lesion masks loses to ERM at the source on average
+# (about 8 points, though its seeds disagree so much that the interval reaches 0), as in the
 # paper's Tables 1 and 2; the lung periphery is the better guide for RRR. *Disagrees*: our
 # periphery RRR *beats* ERM on the targets (the paper: level), our RRR with abnormality masks is
 # slightly *better* than ERM on average (the paper: slightly worse), and our periphery ActDiff at
