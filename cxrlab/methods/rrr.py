@@ -93,9 +93,8 @@ def rrr_penalty_from_logits(logits: torch.Tensor, x: torch.Tensor, allowed: torc
         return (outside * g2).sum()
     out_e = (outside * g2).flatten(1).sum(1)
     total = g2.flatten(1).sum(1)
-    share = out_e / (total + 1e-12 * total.detach().mean() + 1e-30)
-    n = has_mask.sum()
-    return (share * has_mask).sum() / n.clamp(min=1.0)
+    share = out_e / total.clamp(min=1e-30)  # a flat image (no gradient at all) shares 0
+    return (share * has_mask).sum() / has_mask.sum().clamp(min=1.0)
 
 
 def rrr_penalty(model, x: torch.Tensor, allowed: torch.Tensor,
