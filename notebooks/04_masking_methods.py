@@ -252,7 +252,6 @@ print(f"ERM, shortcut ON: {erm_src_on:.1f} at the source, {erm_tg_on:.1f} on the
 # is the per-seed difference: its mean and 95 % t-interval over the seeds (`beats` = the whole
 # interval above 0; the last row compares each seed's mean over the three targets).
 # `separated` is stricter: the two arms' own intervals do not overlap.
-
 #
 # Three seeds give a t-interval 4.3 standard errors wide on each side, so ERM and RRR with the
 # periphery get seeds 3 and 4 too (same data and settings; the other arms keep 3 seeds).
@@ -304,10 +303,7 @@ claim("ActDiff with the periphery (lambda 0.3) loses source AUROC beyond its int
 # %%
 lesion = {arm: gains(on.results, arm)
           for arm in ("rrr_abnormality", "actdiff_abnormality", "actdiff_scaled")}
-lesion_table = pd.DataFrame({arm: d["diff"].astype(float).round(1).astype(str) + " ["
-                             + d["diff_lo"].astype(float).round(1).astype(str) + ", "
-                             + d["diff_hi"].astype(float).round(1).astype(str) + "]"
-                             for arm, d in lesion.items()})
+lesion_table = pd.DataFrame({arm: {row: fmt(d, row) for row in d.index} for arm, d in lesion.items()})
 display(Markdown("**lesion-mask arms − ERM (AUROC points, 3 seeds, shortcut ON)**; the paper: "
                  "ActDiff 3.6 to 9.1 and RRR 0.3 to 2.4 points below ERM on the four targets"))
 display(lesion_table)
@@ -356,10 +352,10 @@ wd, wod = src.images[with_drain][:, None], src_clean.images[with_drain][:, None]
 claim("only the drain's pixels differ between the two renderings",
       bool((wd != wod).mean() < 0.05), images=int(with_drain.sum()),
       changed_pixel_share=float((wd != wod).mean()))
-rows = []
+rows, models = [], {}  # models: the trained networks, kept for Exercise 2
 for sc, res in (("on", on), ("off", off)):
     for unit in res.units["unit"]:
-        alg = load_unit_model(res.out, unit, 64)
+        models[sc, unit] = alg = load_unit_model(res.out, unit, 64)
         rows.append({"shortcut": sc, "arm": unit.split("__")[0], "unit": unit,
                      **marker_effect(alg, wd, wod)})
 effects = pd.DataFrame(rows)
@@ -520,7 +516,7 @@ def slope_over_jump(alg, with_m, without_m):
 ratios = {}
 for arm in LAMBDAS:
     units = [u for u in on.units["unit"] if u.split("__")[0] == arm]
-    ratios[arm] = float(np.mean([slope_over_jump(load_unit_model(on.out, u, 64), wd, wod) for u in units]))
+    ratios[arm] = float(np.mean([slope_over_jump(models["on", u], wd, wod) for u in units]))
 print({a: round(r, 2) for a, r in ratios.items()})
 claim("the larger lambda, the more the gradient at the drain under-states what the drain does",
       bool(np.all(np.diff(list(ratios.values())) < 0)) and ratios["rrr_periphery_lam1"] < 0.8,
